@@ -1,0 +1,52 @@
+"""Settings: the one place that reads the environment (variables prefixed ``LUMIERE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a Lumière process; see the README's Configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="LUMIERE_", extra="ignore")
+
+    # Where `lumiere up` keeps its database, queue and object store, and where models live.
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # External services. Empty means "start a local one" (only `lumiere up` does that).
+    database_url: str = ""
+    redis_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "lumiere"
+    # Base URL clients use to reach S3 (presigned URLs); defaults to s3_endpoint_url.
+    s3_public_endpoint_url: str = ""
+
+    # Processing.
+    models_dir: Path = Path("models")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    chunk_seconds: float = Field(10.0, gt=0)
+    worker_concurrency: int = Field(1, ge=1)
+
+    # Logging.
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def resolved_models_dir(self) -> Path:
+        """Models directory, relative paths taken from the current directory."""
+        return self.models_dir.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Workers: Celery tasks, the chunk pipeline, its stages and the networks they run."""
