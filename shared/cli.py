@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
+from shared.stack import api, migrate, up, worker
+
 
 @click.group()
 def main() -> None:
     """Lumière: restore old films — upscale, interpolate, add sound."""
+
+
+for command in (up, api, worker, migrate):
+    main.add_command(command)

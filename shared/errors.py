@@ -1,13 +1,13 @@
 """Lumière's domain errors, one tree; the API maps each branch to one HTTP status.
 
-    LumiereError
-    ├── InvalidInput        the user's file or options are wrong (422, or a failed job with a reason)
-    │   └── UnsupportedMedia    a file we cannot read as a film (415 / failed job)
-    ├── NotFound            no such job/upload for this key (404)
-    ├── Conflict            the job is not in a state that allows this (409)
-    ├── ServiceUnavailable  a dependency (database, broker, store) is down (503)
-    └── ProcessingError     our side failed on a chunk (failed job, retried when transient)
-        └── ModelUnavailable    model weights are missing; the worker says which
+LumiereError
+├── InvalidInput        the user's file or options are wrong (422, or a failed job with a reason)
+│   └── UnsupportedMedia    a file we cannot read as a film (415 / failed job)
+├── NotFound            no such job/upload for this key (404)
+├── Conflict            the job is not in a state that allows this (409)
+├── ServiceUnavailable  a dependency (database, broker, store) is down (503)
+└── ProcessingError     our side failed on a chunk (failed job, retried when transient)
+    └── ModelUnavailable    model weights are missing; the worker says which
 """
 
 from __future__ import annotations

@@ -1,0 +1,44 @@
+# Lumière: `make run` starts the whole stack on this machine; `make test` runs every check.
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SYSDEPS := $(VENV)/.system-deps
+
+.PHONY: run test lint format install bench clean
+
+run: $(STAMP)
+	$(VENV)/bin/lumiere up
+
+test: $(STAMP) lint
+	$(PYTHON) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+install: $(STAMP)
+
+bench: $(STAMP)
+	$(PYTHON) -m bench
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(SYSDEPS): scripts/system-deps.sh | $(PYTHON)
+	scripts/system-deps.sh
+	touch $@
+
+# Reinstalls whenever pyproject.toml changes. torch==2.13.0 is the CPU wheel on these
+# machines; GPU workers install the CUDA build (see Dockerfile.worker).
+$(STAMP): pyproject.toml $(SYSDEPS) | $(PYTHON)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[worker,dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) test-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""Database engine and sessions (SQLAlchemy 2, psycopg 3, PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import get_settings
+
+
+@lru_cache(maxsize=4)
+def get_engine(url: str | None = None) -> Engine:
+    """One pooled engine per URL and process (``pool_pre_ping`` survives a database restart)."""
+    url = url or get_settings().database_url
+    if not url:
+        raise RuntimeError("LUMIERE_DATABASE_URL is not set (`lumiere up` sets it for you)")
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 5}
+    )
+
+
+def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    """A session maker bound to the engine for ``url`` (default: the configured database)."""
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

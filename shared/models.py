@@ -1,0 +1,149 @@
+"""Database tables: API keys, jobs and their chunks.
+
+A job goes ``queued → running → succeeded | failed | cancelled``; its chunks go
+``pending → running → done | failed``. Every status change is a guarded
+``UPDATE … WHERE status IN (…)`` so that two workers can never both win.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A random, unguessable identifier (UUID4, 122 random bits)."""
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONB,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class JobStatus(enum.StrEnum):
+    """Lifecycle of a job."""
+
+    QUEUED = "queued"  # row written, planning task enqueued
+    RUNNING = "running"  # planned; chunks are being processed or joined
+    SUCCEEDED = "succeeded"  # result uploaded
+    FAILED = "failed"  # ``error`` says why; retry re-runs only what failed
+    CANCELLED = "cancelled"  # stopped by the user
+
+
+class ChunkStatus(enum.StrEnum):
+    """Lifecycle of one chunk of a job."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+        native_enum=False,
+        length=16,
+        validate_strings=True,
+    )
+
+
+class ApiKey(Base):
+    """A client's API key; only its SHA-256 digest is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Job(Base):
+    """One film to restore: its options, input, progress and result."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "job_status"), index=True, default=JobStatus.QUEUED
+    )
+    stage: Mapped[str] = mapped_column(String(32), default="queued")
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input_key: Mapped[str] = mapped_column(String(512))
+    input_filename: Mapped[str] = mapped_column(String(255), default="")
+    input_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_key: Mapped[str | None] = mapped_column(String(512))
+    probe: Mapped[dict[str, Any] | None]
+    output_key: Mapped[str | None] = mapped_column(String(512))
+    output_meta: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    frames_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    chunks: Mapped[list[Chunk]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="Chunk.index"
+    )
+
+
+class Chunk(Base):
+    """A slice of a job's film that one worker processes independently."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[ChunkStatus] = mapped_column(
+        _enum(ChunkStatus, "chunk_status"), default=ChunkStatus.PENDING
+    )
+    plan: Mapped[dict[str, Any]] = mapped_column(default=dict)  # source range, output times
+    frames_total: Mapped[int] = mapped_column(Integer, default=0)
+    frames_done: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
+    output_key: Mapped[str | None] = mapped_column(String(512))
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    job: Mapped[Job] = relationship(back_populates="chunks")

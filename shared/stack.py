@@ -1,0 +1,178 @@
+"""Run Lumière's processes: the API, a worker, or the whole stack on one machine (`up`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from shared.config import Settings, get_settings
+from shared.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+
+def prepare(settings: Settings) -> None:
+    """Migrate the database to the newest schema and make sure the bucket exists."""
+    from shared import migrate
+    from shared.storage import Storage
+
+    migrate.upgrade(settings.database_url)
+    Storage(settings).ensure_bucket()
+
+
+def worker_argv(queues: str, concurrency: int, name: str | None = None) -> list[str]:
+    """Command line of a Celery worker process serving ``queues``."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "shared.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if name:
+        argv += ["-n", name]
+    return argv
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    """Command line of an API process."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.main:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+@click.command()
+def up() -> None:
+    """Start everything on this machine (Postgres, Redis, S3, API, a worker) until Ctrl-C."""
+    from shared.local_services import LocalStack
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(data_dir / "services")
+    env = dict(os.environ)
+    external = bool(settings.database_url and settings.redis_url and settings.s3_endpoint_url)
+    children: list[subprocess.Popen[bytes]] = []
+    # SIGTERM (from a supervisor) stops the stack like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if not external:
+            stack.start()
+            env.update(stack.env())
+            settings = settings.model_copy(update=stack.settings())
+        env["LUMIERE_DATA_DIR"] = str(data_dir)
+        prepare(settings)
+        logs = data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        children.append(subprocess.Popen(api_argv(settings.host, settings.port), env=env))
+        with (logs / "worker.log").open("ab") as worker_log:
+            children.append(
+                subprocess.Popen(
+                    worker_argv("control,chunks", settings.worker_concurrency, "local@%h"),
+                    env=env,
+                    stdout=worker_log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        base = f"http://{settings.host}:{settings.port}"
+        if not _wait_http(f"{base}/healthz", 60):
+            raise click.ClickException(f"the API did not answer on {base}")
+        click.echo(f"\nLumière is up: {base}  (API docs: {base}/docs)")
+        click.echo(f"  data:   {data_dir}")
+        click.echo(f"  worker log: {logs / 'worker.log'}")
+        click.echo("Press Ctrl-C to stop.\n")
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        dead = next(c for c in children if c.poll() is not None)
+        raise click.ClickException(f"a child process exited ({dead.returncode}): {dead.args!r}")
+    except KeyboardInterrupt:
+        click.echo("\nStopping…")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if not external:
+            stack.stop()
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to bind (default LUMIERE_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default LUMIERE_PORT).")
+def api(host: str | None, port: int | None) -> None:
+    """Run the API server (uvicorn)."""
+    settings = get_settings()
+    os.execv(sys.executable, api_argv(host or settings.host, port or settings.port))
+
+
+@click.command()
+@click.option(
+    "--queues",
+    "-Q",
+    default="control,chunks",
+    show_default=True,
+    help="Queues to serve: `chunks` (heavy, GPU) and/or `control` (light, CPU).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Processes (default LUMIERE_WORKER_CONCURRENCY; one per GPU).",
+)
+@click.option("--name", "-n", default=None, help="Celery node name, e.g. gpu0@%h.")
+def worker(queues: str, concurrency: int | None, name: str | None) -> None:
+    """Run a worker process that takes jobs from the queue."""
+    settings = get_settings()
+    os.execv(sys.executable, worker_argv(queues, concurrency or settings.worker_concurrency, name))
+
+
+@click.command()
+def migrate() -> None:
+    """Upgrade the database to the newest schema and create the bucket if missing."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    prepare(settings)
+    click.echo("database and bucket are ready")

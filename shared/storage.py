@@ -1,0 +1,118 @@
+"""Object storage on any S3-compatible server (AWS, MinIO, SeaweedFS, R2…) through boto3.
+
+Keys are fixed per job (``jobs/{job_id}/input``, ``jobs/{job_id}/chunks/{index:05d}.mkv``,
+``jobs/{job_id}/result.mp4``) so a rerun overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from botocore.client import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from shared.config import Settings, get_settings
+
+
+def input_key(job_id: str) -> str:
+    """Where a job's uploaded film lives."""
+    return f"jobs/{job_id}/input"
+
+
+def chunk_key(job_id: str, index: int) -> str:
+    """Where chunk ``index`` of a job is stored once encoded."""
+    return f"jobs/{job_id}/chunks/{index:05d}.mkv"
+
+
+def job_prefix(job_id: str) -> str:
+    """Every object of a job starts with this."""
+    return f"jobs/{job_id}/"
+
+
+@lru_cache(maxsize=4)
+def _client(endpoint: str, access: str, secret: str, region: str) -> Any:
+    config = BotoConfig(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or None,
+        aws_access_key_id=access or None,
+        aws_secret_access_key=secret or None,
+        region_name=region,
+        config=config,
+    )
+
+
+class Storage:
+    """The bucket Lumière keeps inputs, chunks and results in."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        s = settings or get_settings()
+        self.bucket = s.s3_bucket
+        self.client = _client(s.s3_endpoint_url, s.s3_access_key, s.s3_secret_key, s.s3_region)
+        # Presigned URLs must name the host clients reach, which may differ behind a proxy.
+        public = s.s3_public_endpoint_url or s.s3_endpoint_url
+        self.public_client = _client(public, s.s3_access_key, s.s3_secret_key, s.s3_region)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist yet."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def ping(self) -> None:
+        """Raise if the store or the bucket cannot be reached."""
+        self.client.head_bucket(Bucket=self.bucket)
+
+    def upload_file(self, path: Path, key: str) -> None:
+        """Upload a local file (multipart for large files, handled by boto3)."""
+        self.client.upload_file(str(path), self.bucket, key)
+
+    def upload_fileobj(self, fileobj: BinaryIO, key: str) -> None:
+        """Stream a file object to ``key`` (multipart, bounded memory)."""
+        self.client.upload_fileobj(fileobj, self.bucket, key)
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Download ``key`` to a local file."""
+        self.client.download_file(self.bucket, key, str(path))
+
+    def size(self, key: str) -> int | None:
+        """Size of ``key`` in bytes, or ``None`` if it does not exist."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many were deleted."""
+        deleted = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+                deleted += len(objects)
+        return deleted
+
+    def presigned_get(self, key: str, expires: int = 3600, filename: str | None = None) -> str:
+        """A time-limited download URL for ``key``."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return str(
+            self.public_client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=expires
+            )
+        )

@@ -1,0 +1,148 @@
+"""Test harness: throwaway real PostgreSQL, Redis (Valkey) and S3 (SeaweedFS) servers, a real
+API process and real worker processes — started once per test session, stopped at the end.
+
+Nothing here mocks the database, the broker or the store, and Celery never runs eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.config import Settings
+from shared.local_services import LocalStack, free_port
+from shared.stack import api_argv, prepare, worker_argv
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "test-output"  # screenshots, logs: kept after the run for people to look at
+
+
+def _world_traversable_tmpdir(prefix: str) -> Path:
+    # pytest's tmp_path lives under a 0700 directory the postgres user cannot enter.
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    """Real Postgres, Redis and S3 servers on free ports, schema migrated, bucket created."""
+    root = _world_traversable_tmpdir("lumiere-test-")
+    services = LocalStack(root)
+    services.start()
+    try:
+        prepare(Settings(**services.settings()))
+        yield services
+    finally:
+        services.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: LocalStack) -> Settings:
+    """Settings pointing at the harness's servers."""
+    return Settings(**stack.settings())
+
+
+@pytest.fixture(scope="session")
+def service_env(stack: LocalStack) -> dict[str, str]:
+    """Environment for child processes (API, workers) that use the harness's servers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIERE_")}
+    env.update(stack.env())
+    env["LUMIERE_LOG_LEVEL"] = "INFO"
+    return env
+
+
+class Processes:
+    """Child processes with their logs in test-output/, stopped at the end of the session."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        OUTPUT.mkdir(exist_ok=True)
+
+    def start(self, argv: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+        # The child keeps its own copy of the descriptor; ours can close at once.
+        with (OUTPUT / log_name).open("wb") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def processes() -> Iterator[Processes]:
+    """Where session-wide child processes are registered."""
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+def wait_http(url: str, timeout: float = 60) -> httpx.Response:
+    """Poll ``url`` until it answers below 500."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code < 500:
+                return response
+        except httpx.HTTPError as err:
+            last = err
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
+
+
+@pytest.fixture(scope="session")
+def api_url(processes: Processes, service_env: dict[str, str]) -> str:
+    """Base URL of a real API process (uvicorn) on a free port."""
+    port = free_port()
+    processes.start(api_argv("127.0.0.1", port), service_env, "api.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    return base
+
+
+@pytest.fixture(scope="session")
+def worker(processes: Processes, service_env: dict[str, str], api_url: str) -> str:
+    """A real Celery worker process serving both queues; returns its node name."""
+    name = f"test-{os.getpid()}@localhost"
+    processes.start(worker_argv("control,chunks", 1, name), service_env, "worker.log")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{api_url}/healthz", timeout=10).json()
+        if any(w["hostname"] == name for w in health["dependencies"]["workers"]["workers"]):
+            return name
+        time.sleep(0.5)
+    raise TimeoutError("the worker did not send a heartbeat within 90 s")
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``lumiere`` command as a user would."""
+    exe = Path(sys.executable).parent / "lumiere"
+    done = subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"lumiere {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done

@@ -1,0 +1,58 @@
+"""The API reports the real state of its dependencies, and a real worker answers tasks."""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.celery_app import create_celery
+from shared.config import Settings
+
+
+def test_healthz_reports_every_dependency(api_url: str, worker: str) -> None:
+    response = httpx.get(f"{api_url}/healthz", timeout=10)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    deps = body["dependencies"]
+    for name in ("database", "redis", "storage"):
+        assert deps[name]["ok"] is True, deps[name]
+        assert deps[name]["latency_ms"] >= 0
+    assert deps["workers"]["ok"] is True
+    node = next(w for w in deps["workers"]["workers"] if w["hostname"] == worker)
+    assert node["device"] in ("cpu", "cuda")
+
+
+def test_readyz_is_ready_when_everything_answers(api_url: str) -> None:
+    response = httpx.get(f"{api_url}/readyz", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["down"] == []
+
+
+def test_a_real_worker_runs_a_task_through_redis(settings: Settings, worker: str) -> None:
+    app = create_celery(settings)
+    result = app.send_task("lumiere.control.ping")
+    assert isinstance(result.get(timeout=30), str)
+
+
+def test_readyz_names_the_dependency_that_is_down(
+    api_url: str, service_env: dict[str, str], processes
+) -> None:
+    # A second API process pointed at a Redis port where nothing listens.
+    from shared.local_services import free_port
+    from shared.stack import api_argv
+    from tests.conftest import wait_http
+
+    env = {**service_env, "LUMIERE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    port = free_port()
+    proc = processes.start(api_argv("127.0.0.1", port), env, "api-no-redis.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert response.status_code == 503
+        assert response.json()["down"] == ["redis"]
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
+        assert health["status"] == "degraded"
+        assert health["dependencies"]["database"]["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(10)
