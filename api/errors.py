@@ -9,12 +9,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import Unauthorized
+from api.upload_stream import PayloadTooLarge
 from shared import errors
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 
-STATUS = {
+STATUS: dict[type[errors.LumiereError], int] = {
+    PayloadTooLarge: 413,
+    Unauthorized: 401,
     errors.UnsupportedMedia: 415,
     errors.InvalidInput: 422,
     errors.NotFound: 404,
@@ -44,7 +48,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.LumiereError)
     async def lumiere_error(request: Request, err: errors.LumiereError) -> JSONResponse:
         status = next((code for cls, code in STATUS.items() if isinstance(err, cls)), 500)
-        return problem(status, type(err).__name__, str(err))
+        response = problem(status, type(err).__name__, str(err))
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:

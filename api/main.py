@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import health
+from api.routes import health, jobs, metrics, uploads
 from shared.config import get_settings
 from shared.logs import configure_logging
 
@@ -20,5 +20,7 @@ def create_app() -> FastAPI:
         summary="Restore old films: AI super-resolution, motion-aware frame interpolation, sound.",
     )
     errors.install(app)
-    app.include_router(health.router)
+    app.middleware("http")(metrics.record)
+    for module in (health, metrics, jobs, uploads):
+        app.include_router(module.router)
     return app

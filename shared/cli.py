@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from shared.stack import api, migrate, up, worker
+from shared.stack import api, keys, migrate, up, worker
+from shared.submit import submit
+from worker.process import process
 
 
 @click.group()
@@ -12,5 +14,5 @@ def main() -> None:
     """Lumière: restore old films — upscale, interpolate, add sound."""
 
 
-for command in (up, api, worker, migrate):
+for command in (up, api, worker, migrate, keys, submit, process):
     main.add_command(command)

@@ -31,11 +31,23 @@ class Settings(BaseSettings):
     # Base URL clients use to reach S3 (presigned URLs); defaults to s3_endpoint_url.
     s3_public_endpoint_url: str = ""
 
+    # Uploads: the largest film accepted, the part size of multipart uploads to S3, and how
+    # long presigned URLs (upload parts, result downloads) stay valid.
+    max_upload_bytes: int = Field(50 * 1024**3, gt=0)
+    upload_part_bytes: int = Field(16 * 1024**2, ge=5 * 1024**2)
+    presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+
     # Processing.
     models_dir: Path = Path("models")
+    # Where workers keep inputs and chunk files while they work (default: data_dir/work).
+    work_dir: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chunk_seconds: float = Field(10.0, gt=0)
     worker_concurrency: int = Field(1, ge=1)
+
+    # Client side (`lumiere submit`): which API to talk to, with which key.
+    api_url: str = ""
+    api_key: str = ""
 
     # Logging.
     log_level: str = "INFO"

@@ -16,7 +16,6 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
-    Float,
     ForeignKey,
     Integer,
     String,
@@ -89,6 +88,34 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class UploadStatus(enum.StrEnum):
+    """Lifecycle of a presigned multipart upload."""
+
+    PENDING = "pending"  # parts are being PUT by the client
+    COMPLETED = "completed"  # the object exists and can become a job's input
+    USED = "used"  # a job took it as its input
+    ABORTED = "aborted"
+
+
+class Upload(Base):
+    """A large file uploaded by the client straight to the store (presigned parts)."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    status: Mapped[UploadStatus] = mapped_column(
+        _enum(UploadStatus, "upload_status"), default=UploadStatus.PENDING
+    )
+    key: Mapped[str] = mapped_column(String(512))
+    s3_upload_id: Mapped[str] = mapped_column(String(1024))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
 class Job(Base):
     """One film to restore: its options, input, progress and result."""
 
@@ -142,7 +169,7 @@ class Chunk(Base):
     heartbeat_at: Mapped[datetime | None]
     output_key: Mapped[str | None] = mapped_column(String(512))
     error: Mapped[str | None] = mapped_column(Text)
-    seconds: Mapped[float | None] = mapped_column(Float)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # seconds per stage
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -100,6 +101,7 @@ def up() -> None:
             settings = settings.model_copy(update=stack.settings())
         env["LUMIERE_DATA_DIR"] = str(data_dir)
         prepare(settings)
+        api_key = local_api_key(settings, data_dir)
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         children.append(subprocess.Popen(api_argv(settings.host, settings.port), env=env))
@@ -116,6 +118,7 @@ def up() -> None:
         if not _wait_http(f"{base}/healthz", 60):
             raise click.ClickException(f"the API did not answer on {base}")
         click.echo(f"\nLumière is up: {base}  (API docs: {base}/docs)")
+        click.echo(f"  API key: {api_key}   (also in {data_dir / 'api-key'})")
         click.echo(f"  data:   {data_dir}")
         click.echo(f"  worker log: {logs / 'worker.log'}")
         click.echo("Press Ctrl-C to stop.\n")
@@ -176,3 +179,36 @@ def migrate() -> None:
     configure_logging(settings.log_level, settings.log_json)
     prepare(settings)
     click.echo("database and bucket are ready")
+
+
+def local_api_key(settings: Settings, data_dir: Path) -> str:
+    """The key `lumiere up` prints: made once, kept in the data directory (mode 0600)."""
+    from shared.db import session_scope
+    from shared.keys import authenticate, create_key
+
+    path = data_dir / "api-key"
+    with session_scope(settings.database_url) as session:
+        if path.exists() and authenticate(session, path.read_text().strip()):
+            return path.read_text().strip()
+        _, secret = create_key(session, "local")
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+@click.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.argument("name")
+def create_key_command(name: str) -> None:
+    """Make an API key called NAME and print it (alone on the last line; shown only once)."""
+    from shared.db import session_scope
+    from shared.keys import create_key
+
+    with session_scope() as session:
+        key, secret = create_key(session, name)
+        click.echo(f"created API key {key.id} ({name}); keep it secret, it is not stored:")
+    click.echo(secret)

@@ -22,9 +22,14 @@ def input_key(job_id: str) -> str:
     return f"jobs/{job_id}/input"
 
 
-def chunk_key(job_id: str, index: int) -> str:
+def chunk_key(job_id: str, index: int, ext: str) -> str:
     """Where chunk ``index`` of a job is stored once encoded."""
-    return f"jobs/{job_id}/chunks/{index:05d}.mkv"
+    return f"jobs/{job_id}/chunks/{index:05d}.{ext}"
+
+
+def result_key(job_id: str, ext: str) -> str:
+    """Where a job's restored film is stored."""
+    return f"jobs/{job_id}/result.{ext}"
 
 
 def job_prefix(job_id: str) -> str:

@@ -146,3 +146,51 @@ def run_cli(
     if check and done.returncode != 0:
         raise AssertionError(f"lumiere {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def make_key(settings: Settings, name: str) -> str:
+    """A fresh API key in the harness's database."""
+    from shared.db import session_scope
+    from shared.keys import create_key
+
+    with session_scope(settings.database_url) as session:
+        _, secret = create_key(session, name)
+    return secret
+
+
+@pytest.fixture(scope="session")
+def api_key(settings: Settings) -> str:
+    """An API key for the tests' jobs."""
+    return make_key(settings, "tests")
+
+
+@pytest.fixture(scope="session")
+def other_key(settings: Settings) -> str:
+    """A second client, who must never see the first one's jobs."""
+    return make_key(settings, "someone else")
+
+
+@pytest.fixture()
+def client(api_url: str, api_key: str, worker: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the real API, signed with ``api_key``, with a real worker behind it."""
+    with httpx.Client(
+        base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+    ) as http:
+        yield http
+
+
+def wait_job(
+    client: httpx.Client,
+    job_id: str,
+    statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    timeout: float = 180,
+) -> dict:
+    """Poll a job until its status is one of ``statuses``; returns the job."""
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} still {job.get('status')}/{job.get('stage')}: {job}")

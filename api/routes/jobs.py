@@ -1,0 +1,157 @@
+"""/v1/jobs: submit a film, follow it, fetch the result, cancel, retry, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+
+from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep
+from api.services import jobs as service
+from api.upload_stream import stream_form_to_s3
+from shared.errors import InvalidInput
+from shared.models import JobStatus, new_id
+from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
+from shared.storage import input_key
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The film."},
+        "audio": {
+            "type": "string",
+            "format": "binary",
+            "description": "A soundtrack, with audio=replace or audio=add.",
+        },
+        **JobOptions.model_json_schema()["properties"],
+    },
+}
+
+_CREATE_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _FORM_SCHEMA},
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    openapi_extra=_CREATE_DOC,
+    responses={
+        413: {"description": "Upload over the size limit"},
+        422: {"description": "Invalid options or upload"},
+    },
+)
+async def create_job(
+    request: Request, key: KeyDep, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> JobPublic:
+    """Submit a film: multipart (`curl -F file=@film.mp4 -F scale=2`), streamed to the store,
+    or JSON naming a completed upload (`{"upload_id": …, "scale": 2}`)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = JobCreate.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise InvalidInput(
+                "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()
+                )
+            ) from None
+        job = service.create_job_from_uploads(session, key, body, storage)
+        return service.public(session, job, _base(request))
+
+    job_id = new_id()
+    keys = {"file": input_key(job_id), "audio": f"jobs/{job_id}/audio"}
+    form = await stream_form_to_s3(
+        request, storage, keys, settings.upload_part_bytes, settings.max_upload_bytes
+    )
+    try:
+        film = form.files.get("file")
+        if film is None:
+            raise InvalidInput("no film: send it as the 'file' field (curl -F file=@film.mp4)")
+        options = service.parse_form_options(form.fields)
+        audio = form.files.get("audio")
+        job = service.create_job(
+            session,
+            key,
+            job_id,
+            options,
+            input_key=film.key,
+            filename=film.filename,
+            size=film.size,
+            audio_key=audio.key if audio else None,
+        )
+    except BaseException:
+        storage.delete_prefix(f"jobs/{job_id}/")
+        raise
+    return service.public(session, job, _base(request))
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    request: Request,
+    key: KeyDep,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobsPublic:
+    """Your jobs, newest first; filter by status; follow `next_cursor` for more."""
+    return service.list_jobs(session, key, _base(request), status, cursor, limit)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> JobPublic:
+    """Status, stage, progress, ETA, timings, error, input and output metadata."""
+    return service.public(session, service.get_job(session, key, job_id), _base(request))
+
+
+@router.get(
+    "/{job_id}/result",
+    status_code=307,
+    response_class=RedirectResponse,
+    responses={307: {"description": "Redirect to a presigned download URL"}},
+)
+def get_result(
+    job_id: str, key: KeyDep, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> RedirectResponse:
+    """Redirect to a short-lived download URL of the restored film (ranges supported)."""
+    url = service.result_url(session, key, job_id, storage, settings.presign_expiry_s)
+    return RedirectResponse(url, status_code=307)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> JobPublic:
+    """Stop a queued or running job."""
+    job = service.cancel_job(session, key, job_id)
+    return service.public(session, job, _base(request))
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic)
+def retry_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> JobPublic:
+    """Run a failed or cancelled job again; chunks already done are kept."""
+    job = service.retry_job(session, key, job_id)
+    return service.public(session, job, _base(request))
+
+
+@router.delete("/{job_id}", status_code=204, response_class=Response)
+def delete_job(job_id: str, key: KeyDep, session: SessionDep, storage: StorageDep) -> Response:
+    """Delete a job and every object it stored."""
+    service.delete_job(session, key, job_id, storage)
+    return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Service functions: the API's logic, called by thin routes."""

@@ -1,0 +1,254 @@
+"""Jobs: create (commit, then enqueue), read with live progress, list, cancel, retry, delete."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.orm import Session
+
+from shared import queue
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.jobs import ACTIVE, chunk_counts, move_job
+from shared.models import (
+    ApiKey,
+    Chunk,
+    ChunkStatus,
+    Job,
+    JobStatus,
+    Upload,
+    UploadStatus,
+    new_id,
+    utcnow,
+)
+from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
+from shared.storage import Storage, job_prefix
+
+
+def parse_form_options(fields: dict[str, str]) -> JobOptions:
+    """Validate multipart form fields as job options (same names as the JSON body)."""
+    values = {k: v for k, v in fields.items() if v != ""}
+    try:
+        return JobOptions.model_validate(values)
+    except ValidationError as err:
+        raise InvalidInput(
+            "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in err.errors()
+            )
+        ) from None
+
+
+def create_job(
+    session: Session,
+    key: ApiKey,
+    job_id: str,
+    options: JobOptions,
+    *,
+    input_key: str,
+    filename: str,
+    size: int,
+    audio_key: str | None,
+) -> Job:
+    """Write the job row, commit, then enqueue its planning (never the other way round)."""
+    if options.audio in ("replace", "add") and audio_key is None:
+        raise InvalidInput(f"audio={options.audio} needs a soundtrack: send it as 'audio'")
+    if options.audio not in ("replace", "add") and audio_key is not None:
+        raise InvalidInput("a soundtrack was sent: set audio=replace or audio=add to use it")
+    stored = {**options.model_dump(exclude_none=True), "container": options.output_container}
+    job = Job(
+        id=job_id,
+        api_key_id=key.id,
+        options=stored,
+        input_key=input_key,
+        input_filename=filename,
+        input_size=size,
+        audio_key=audio_key,
+    )
+    session.add(job)
+    session.commit()
+    queue.enqueue_plan(job.id)
+    return job
+
+
+def _take_upload(session: Session, key: ApiKey, upload_id: str, storage: Storage) -> Upload:
+    upload = session.get(Upload, upload_id)
+    if upload is None or upload.api_key_id != key.id:
+        raise NotFound(f"no upload {upload_id}")
+    if upload.status != UploadStatus.COMPLETED:
+        raise Conflict(f"upload {upload_id} is {upload.status.value}; complete it first")
+    upload.status = UploadStatus.USED
+    return upload
+
+
+def create_job_from_uploads(
+    session: Session, key: ApiKey, body: JobCreate, storage: Storage
+) -> Job:
+    """A job whose film (and soundtrack) were uploaded earlier with presigned URLs."""
+    upload = _take_upload(session, key, body.upload_id, storage)
+    audio = (
+        _take_upload(session, key, body.audio_upload_id, storage) if body.audio_upload_id else None
+    )
+    options = JobOptions.model_validate(body.model_dump(exclude={"upload_id", "audio_upload_id"}))
+    return create_job(
+        session,
+        key,
+        new_id(),
+        options,
+        input_key=upload.key,
+        filename=upload.filename,
+        size=upload.size,
+        audio_key=audio.key if audio else None,
+    )
+
+
+def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
+    """The caller's job, or ``NotFound`` (also for another key's job: its existence is private)."""
+    job = session.get(Job, job_id)
+    if job is None or job.api_key_id != key.id:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
+    """A job with its progress, computed from its chunks' frame counters."""
+    chunks_done, frames_done = counts
+    frames_total = job.frames_total
+    if job.status == JobStatus.SUCCEEDED:
+        progress = 1.0
+    elif frames_total:
+        # The join stage is the last few percent; processing frames is the rest.
+        progress = min(0.98, 0.98 * frames_done / frames_total)
+    else:
+        progress = 0.0
+    eta = None
+    if job.status == JobStatus.RUNNING and job.started_at and progress > 0.01:
+        elapsed = (utcnow() - job.started_at).total_seconds()
+        eta = round(elapsed * (1 - progress) / progress, 1)
+    return JobPublic(
+        id=job.id,
+        status=job.status.value,
+        stage=job.stage,
+        progress=round(progress, 4),
+        chunks_done=chunks_done,
+        chunks_total=job.chunks_total,
+        frames_done=frames_done,
+        frames_total=frames_total,
+        eta_seconds=eta,
+        timings=job.timings or {},
+        error=job.error,
+        options=job.options,
+        input={"filename": job.input_filename, "size": job.input_size, "probe": job.probe},
+        output=job.output_meta,
+        result_url=f"{base_url}/v1/jobs/{job.id}/result" if job.output_key else None,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def public(session: Session, job: Job, base_url: str) -> JobPublic:
+    """One job as clients see it."""
+    return to_public(job, chunk_counts(session, [job.id]).get(job.id, (0, 0)), base_url)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as err:
+        raise InvalidInput("cursor: not a cursor this API returned") from err
+
+
+def list_jobs(
+    session: Session,
+    key: ApiKey,
+    base_url: str,
+    status: JobStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> JobsPublic:
+    """The caller's jobs, newest first, ``limit`` per page (keyset pagination)."""
+    query = select(Job).where(Job.api_key_id == key.id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
+    jobs = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    counts = chunk_counts(session, [j.id for j in jobs])
+    return JobsPublic(
+        data=[to_public(j, counts.get(j.id, (0, 0)), base_url) for j in jobs],
+        next_cursor=_encode_cursor(jobs[-1]) if more and jobs else None,
+    )
+
+
+def cancel_job(session: Session, key: ApiKey, job_id: str) -> Job:
+    """Stop a queued or running job; running chunks see it within a second and stop."""
+    job = get_job(session, key, job_id)
+    if not move_job(
+        session,
+        job.id,
+        ACTIVE,
+        JobStatus.CANCELLED,
+        stage="cancelled",
+        error="cancelled by the user",
+    ):
+        raise Conflict(f"job {job_id} is {job.status.value}; only queued or running jobs cancel")
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def retry_job(session: Session, key: ApiKey, job_id: str) -> Job:
+    """Run a failed or cancelled job again, keeping every chunk that is already done."""
+    job = get_job(session, key, job_id)
+    retryable = (JobStatus.FAILED, JobStatus.CANCELLED)
+    if not move_job(
+        session, job.id, retryable, JobStatus.QUEUED, stage="queued", error=None, finished_at=None
+    ):
+        raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs retry")
+    session.execute(
+        update(Chunk)
+        .where(Chunk.job_id == job.id, Chunk.status != ChunkStatus.DONE)
+        .values(status=ChunkStatus.PENDING, error=None, frames_done=0)
+    )
+    session.commit()
+    # Planning is idempotent: it keeps existing chunk rows and enqueues what is not done.
+    queue.enqueue_plan(job.id)
+    session.refresh(job)
+    return job
+
+
+def delete_job(session: Session, key: ApiKey, job_id: str, storage: Storage) -> None:
+    """Remove a job, its chunks and every object it stored (input, chunks, result)."""
+    job = get_job(session, key, job_id)
+    move_job(session, job.id, ACTIVE, JobStatus.CANCELLED, stage="cancelled")
+    keys = [k for k in (job.input_key, job.audio_key, job.output_key) if k]
+    session.delete(job)
+    session.commit()
+    storage.delete_prefix(job_prefix(job.id))
+    for object_key in keys:
+        if not object_key.startswith(job_prefix(job.id)):
+            storage.delete_prefix(object_key)
+
+
+def result_url(session: Session, key: ApiKey, job_id: str, storage: Storage, expires: int) -> str:
+    """A presigned download URL of a finished job's result."""
+    job = get_job(session, key, job_id)
+    if job.status != JobStatus.SUCCEEDED or not job.output_key:
+        raise Conflict(f"job {job_id} is {job.status.value}; the result exists once it succeeds")
+    stem = job.input_filename.rsplit(".", 1)[0] or "film"
+    ext = job.output_key.rsplit(".", 1)[-1]
+    return storage.presigned_get(job.output_key, expires, filename=f"{stem}-restored.{ext}")

@@ -1,0 +1,235 @@
+"""Stream a multipart/form-data request body straight into S3 multipart uploads.
+
+The body is parsed as it arrives (python-multipart's push parser); file parts are cut into
+fixed-size S3 parts, so the API holds at most one part per file in memory however large the
+film is. Form fields (options) are small and collected as text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
+from shared.errors import InvalidInput
+from shared.logs import get_logger
+from shared.storage import Storage
+
+log = get_logger(__name__)
+
+MAX_FIELD_BYTES = 64 * 1024
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class PayloadTooLarge(InvalidInput):
+    """The upload is larger than the configured limit."""
+
+
+def safe_filename(raw: str) -> str:
+    """The file's own name: no directories, no control characters, at most 200 characters."""
+    name = _UNSAFE.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return (name or "film")[:200]
+
+
+@dataclass
+class S3Part:
+    """One file field being written to the store as a multipart upload."""
+
+    storage: Storage
+    key: str
+    part_size: int
+    filename: str
+    upload_id: str = ""
+    completed: bool = False
+    size: int = 0
+    buffer: bytearray = field(default_factory=bytearray)
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        created = await run_in_threadpool(
+            self.storage.client.create_multipart_upload, Bucket=self.storage.bucket, Key=self.key
+        )
+        self.upload_id = created["UploadId"]
+
+    async def write(self, data: bytes) -> None:
+        self.buffer += data
+        self.size += len(data)
+        while len(self.buffer) >= self.part_size:
+            chunk = bytes(self.buffer[: self.part_size])
+            del self.buffer[: self.part_size]
+            await self._send(chunk)
+
+    async def _send(self, chunk: bytes) -> None:
+        number = len(self.parts) + 1
+        done = await run_in_threadpool(
+            self.storage.client.upload_part,
+            Bucket=self.storage.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=chunk,
+        )
+        self.parts.append({"PartNumber": number, "ETag": done["ETag"]})
+
+    async def finish(self) -> None:
+        if self.buffer or not self.parts:
+            await self._send(bytes(self.buffer))
+            self.buffer.clear()
+        await run_in_threadpool(
+            self.storage.client.complete_multipart_upload,
+            Bucket=self.storage.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+        self.completed = True
+
+    async def abort(self) -> None:
+        """Forget this file: abort the multipart upload, or delete the object if complete."""
+        if self.completed:
+            await run_in_threadpool(
+                self.storage.client.delete_object, Bucket=self.storage.bucket, Key=self.key
+            )
+        elif self.upload_id:
+            await run_in_threadpool(
+                self.storage.client.abort_multipart_upload,
+                Bucket=self.storage.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+            )
+
+
+async def abort_all(parts: Iterable[S3Part]) -> None:
+    """Abort every part, even while the request is being cancelled; log what fails."""
+    with anyio.CancelScope(shield=True):
+        for part in parts:
+            try:
+                await part.abort()
+            except Exception as err:  # the original error matters more; this one is logged
+                log.warning("upload.abort_failed", key=part.key, error=str(err))
+
+
+@dataclass
+class StreamedForm:
+    """What a streamed multipart request carried."""
+
+    fields: dict[str, str]
+    files: dict[str, S3Part]
+
+
+async def stream_form_to_s3(
+    request: Request, storage: Storage, keys: dict[str, str], part_size: int, max_bytes: int
+) -> StreamedForm:
+    """Parse ``request``'s multipart body; file fields named in ``keys`` go to those S3 keys.
+
+    On any error every started upload is aborted, so no half-written object is left behind.
+    """
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise InvalidInput("send the film as multipart/form-data (curl -F file=@film.mp4)")
+
+    fields: dict[str, str] = {}
+    files: dict[str, S3Part] = {}
+    # The parser is synchronous and pushes events; collect them, then act on them async.
+    events: list[tuple[str, Any]] = []
+    header: dict[str, bytes] = {"field": b"", "value": b""}
+    headers: dict[bytes, bytes] = {}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        headers[header["field"].lower()] = header["value"]
+        header["field"] = header["value"] = b""
+
+    def on_headers_finished() -> None:
+        events.append(("begin", dict(headers)))
+        headers.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        events.append(("data", data[start:end]))
+
+    def on_part_end() -> None:
+        events.append(("end", None))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+
+    current: S3Part | None = None
+    name = ""
+    text = bytearray()
+    total = 0
+    try:
+        async for body in request.stream():
+            total += len(body)
+            if total > max_bytes:
+                raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+            parser.write(body)
+            for kind, payload in events:
+                if kind == "begin":
+                    disposition = payload.get(b"content-disposition", b"")
+                    _, opts = parse_options_header(disposition)
+                    name = opts.get(b"name", b"").decode(errors="replace")
+                    filename = opts.get(b"filename")
+                    if filename is not None:
+                        if name not in keys:
+                            raise InvalidInput(
+                                f"unexpected file field {name!r}; send the film as 'file'"
+                                + (" and a soundtrack as 'audio'" if "audio" in keys else "")
+                            )
+                        if name in files:
+                            raise InvalidInput(f"file field {name!r} was sent twice")
+                        current = S3Part(
+                            storage,
+                            keys[name],
+                            part_size,
+                            safe_filename(filename.decode(errors="replace")),
+                        )
+                        files[name] = current
+                        await current.start()
+                    else:
+                        current, text = None, bytearray()
+                elif kind == "data":
+                    if current is not None:
+                        await current.write(payload)
+                    else:
+                        text += payload
+                        if len(text) > MAX_FIELD_BYTES:
+                            raise InvalidInput(f"form field {name!r} is too long")
+                elif kind == "end":
+                    if current is not None:
+                        if current.size == 0:
+                            raise InvalidInput(f"the uploaded {name!r} is empty")
+                        await current.finish()
+                        current = None
+                    else:
+                        if name in fields:
+                            raise InvalidInput(f"form field {name!r} was sent twice")
+                        fields[name] = text.decode(errors="replace")
+            events.clear()
+        parser.finalize()
+        if current is not None or (not files and not fields):
+            raise InvalidInput("the upload was cut off before its end; send it again")
+    except BaseException:
+        await abort_all(files.values())
+        raise
+    return StreamedForm(fields, files)

@@ -1,0 +1,38 @@
+"""API keys: random secrets shown once; only their SHA-256 digest is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.models import ApiKey
+
+PREFIX = "lum_"
+
+
+def digest(secret: str) -> str:
+    """The stored form of a key."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
+    """Make a key called ``name``; returns the row and the secret (never stored)."""
+    secret = PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(name=name, digest=digest(secret), prefix=secret[:10])
+    session.add(key)
+    session.flush()
+    return key, secret
+
+
+def authenticate(session: Session, secret: str) -> ApiKey | None:
+    """The live key whose secret this is, or ``None``."""
+    wanted = digest(secret)
+    key = session.scalar(select(ApiKey).where(ApiKey.digest == wanted))
+    # The lookup is by digest of a high-entropy secret; compare again in constant time anyway.
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.digest, wanted):
+        return None
+    return key

@@ -1,0 +1,205 @@
+"""API schemas: what clients send (``JobCreate``, ``UploadCreate``) and get (``JobPublic``…).
+
+Option names are the same as ``lumiere process`` flags, in forms, JSON and the CLI alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.errors import InvalidInput
+
+# Names the API accepts without importing torch; tests/unit/test_registries.py checks that
+# they match the worker's registries exactly.
+UPSCALERS = (
+    "lanczos",
+    "faithful",
+    "detailed",
+    "waifu2x-photo",
+    "waifu2x-anime",
+    "realcugan",
+    "realesrgan-x4plus",
+    "realesrgan-x4plus-anime",
+    "realesr-animevideov3",
+)
+INTERPOLATORS = ("motion", "blend", "repeat")
+CODECS = ("h264", "h265", "ffv1", "prores")
+CONTAINERS = ("mp4", "mkv", "mov")
+
+MAX_WIDTH, MAX_HEIGHT = 7680, 4320
+
+
+class JobOptions(BaseModel):
+    """How to restore a film; every field is optional and has a sensible default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: int | None = Field(
+        None, ge=1, le=8, description="Upscale factor (default 2 unless width/height given)."
+    )
+    width: int | None = Field(
+        None, ge=16, le=MAX_WIDTH, description="Output width (alone: the aspect is kept)."
+    )
+    height: int | None = Field(
+        None, ge=16, le=MAX_HEIGHT, description="Output height (alone: the aspect is kept)."
+    )
+    fps: str | None = Field(
+        None,
+        max_length=32,
+        description="Target frame rate: 60, 59.94, 30000/1001… (default: the source's).",
+        examples=["60"],
+    )
+    upscaler: str = Field("faithful", description=f"One of: {', '.join(UPSCALERS)}.")
+    interpolator: str = Field("motion", description=f"One of: {', '.join(INTERPOLATORS)}.")
+    codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
+    container: Literal["mp4", "mkv", "mov"] | None = Field(
+        None, description="Output container (default: mp4, or mkv for ffv1)."
+    )
+    crf: int | None = Field(None, ge=0, le=51, description="Quality for h264/h265 (lower=better).")
+    audio: Literal["keep", "replace", "add", "none"] = Field(
+        "keep",
+        description="keep the source's tracks, replace them with / add an uploaded "
+        "soundtrack, or none.",
+    )
+    chunk_seconds: float | None = Field(None, gt=0.5, le=600, description="Chunk length.")
+
+    @field_validator("fps", mode="before")
+    @classmethod
+    def _fps(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        from worker.retime import parse_fps  # pure maths, no torch
+
+        try:
+            parse_fps(value)
+        except InvalidInput as err:
+            raise ValueError(str(err)) from None
+        return str(value).strip()
+
+    @field_validator("upscaler")
+    @classmethod
+    def _upscaler(cls, value: str) -> str:
+        if value not in UPSCALERS:
+            raise ValueError(f"unknown upscaler {value!r}; choose one of {', '.join(UPSCALERS)}")
+        return value
+
+    @field_validator("interpolator")
+    @classmethod
+    def _interpolator(cls, value: str) -> str:
+        if value not in INTERPOLATORS:
+            raise ValueError(
+                f"unknown interpolator {value!r}; choose one of {', '.join(INTERPOLATORS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _size(self) -> JobOptions:
+        if self.scale is not None and (self.width is not None or self.height is not None):
+            raise ValueError("give either scale or width/height, not both")
+        if self.crf is not None and self.codec not in ("h264", "h265"):
+            raise ValueError("crf applies to h264 and h265 only")
+        if self.codec == "prores" and self.container == "mp4":
+            raise ValueError("prores goes in mov or mkv, not mp4")
+        if self.scale is None and self.width is None and self.height is None:
+            self.scale = 2  # a restoration upscales unless told otherwise
+        return self
+
+    @property
+    def output_container(self) -> str:
+        """The container the result is written in."""
+        if self.container:
+            return self.container
+        return {"ffv1": "mkv", "prores": "mov"}.get(self.codec, "mp4")
+
+
+class JobCreate(JobOptions):
+    """JSON body of ``POST /v1/jobs`` for a film uploaded earlier through ``/v1/uploads``."""
+
+    upload_id: str = Field(description="A completed upload (see POST /v1/uploads).")
+    audio_upload_id: str | None = Field(None, description="A completed upload of a soundtrack.")
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it."""
+
+    id: str
+    status: str
+    stage: str
+    progress: float = Field(description="0 to 1.")
+    chunks_done: int
+    chunks_total: int
+    frames_done: int
+    frames_total: int
+    eta_seconds: float | None
+    timings: dict[str, Any]
+    error: str | None
+    options: dict[str, Any]
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    result_url: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobsPublic(BaseModel):
+    """A page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    data: list[JobPublic]
+    next_cursor: str | None
+
+
+class UploadCreate(BaseModel):
+    """Start a presigned multipart upload of a large file straight to the store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    size: int = Field(gt=0, description="Exact size in bytes.")
+    content_type: str = Field("application/octet-stream", max_length=100)
+
+
+class UploadPart(BaseModel):
+    """One part to PUT: its number and a presigned URL."""
+
+    part_number: int
+    url: str
+    size: int
+
+
+class UploadPublic(BaseModel):
+    """An upload session; PUT each part to its URL, then POST the ETags to ``complete``."""
+
+    id: str
+    status: str
+    filename: str
+    size: int
+    part_size: int
+    parts: list[UploadPart]
+    expires_at: datetime
+
+
+class CompletedPart(BaseModel):
+    """A part the client uploaded, with the ETag the store returned."""
+
+    part_number: int = Field(ge=1, le=10000)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class UploadComplete(BaseModel):
+    """Body of ``POST /v1/uploads/{id}/complete``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[CompletedPart] = Field(min_length=1, max_length=10000)
+
+
+class ApiKeyCreated(BaseModel):
+    """A new API key; the secret is shown once."""
+
+    id: str
+    name: str
+    key: str

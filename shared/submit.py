@@ -1,0 +1,141 @@
+"""`lumiere submit`: send a film to a Lumière API, optionally wait for it and download it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import httpx
+from tqdm import tqdm
+
+from shared.config import get_settings
+
+
+class _Counting:
+    """A file wrapper that advances a progress bar as the upload reads it."""
+
+    def __init__(self, file: IO[bytes], bar: tqdm) -> None:
+        self.file, self.bar = file, bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.bar.update(len(data))
+        return data
+
+
+def _fail(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail") or response.json().get("title")
+        except ValueError:
+            detail = response.text[:300]
+        raise click.ClickException(f"{response.status_code}: {detail}")
+
+
+@click.command()
+@click.argument("film", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--scale", type=int, help="Upscale factor (default 2).")
+@click.option("--width", type=int, help="Output width.")
+@click.option("--height", type=int, help="Output height.")
+@click.option("--fps", help="Target frame rate: 60, 59.94, 30000/1001…")
+@click.option("--upscaler", help="faithful, detailed, lanczos, …")
+@click.option("--interpolator", help="motion, blend, repeat.")
+@click.option("--codec", type=click.Choice(["h264", "h265", "ffv1", "prores"]))
+@click.option("--crf", type=int, help="Quality for h264/h265 (lower is better).")
+@click.option("--container", type=click.Choice(["mp4", "mkv", "mov"]))
+@click.option(
+    "--audio",
+    "audio_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A soundtrack file (see --audio-mode).",
+)
+@click.option(
+    "--audio-mode",
+    type=click.Choice(["keep", "replace", "add", "none"]),
+    help="Default: keep, or replace when --audio is given.",
+)
+@click.option("--chunk-seconds", type=float, help="Chunk length.")
+@click.option("--wait", is_flag=True, help="Follow the job to the end with a progress bar.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --wait: download the result here.",
+)
+@click.option("--api", "api_url", help="API base URL (default LUMIERE_API_URL or local).")
+@click.option("--key", "api_key", help="API key (default LUMIERE_API_KEY).")
+def submit(
+    film: Path,
+    audio_file: Path | None,
+    audio_mode: str | None,
+    wait: bool,
+    output: Path | None,
+    api_url: str | None,
+    api_key: str | None,
+    **options: Any,
+) -> None:
+    """Upload FILM to Lumière and print the job id (with --wait: follow it to the end)."""
+    settings = get_settings()
+    base = (api_url or settings.api_url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    key = api_key or settings.api_key
+    if not key:
+        raise click.ClickException("no API key: pass --key or set LUMIERE_API_KEY")
+    fields = {k: str(v) for k, v in options.items() if v is not None}
+    if audio_file is not None:
+        fields["audio"] = audio_mode or "replace"
+    elif audio_mode:
+        fields["audio"] = audio_mode
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(60, read=600)) as api:
+        size = film.stat().st_size + (audio_file.stat().st_size if audio_file else 0)
+        with (
+            film.open("rb") as f,
+            tqdm(total=size, unit="B", unit_scale=True, desc="upload", disable=None) as bar,
+        ):
+            files: dict[str, Any] = {"file": (film.name, _Counting(f, bar))}
+            soundtrack = audio_file.open("rb") if audio_file else None
+            try:
+                if soundtrack is not None and audio_file is not None:
+                    files["audio"] = (audio_file.name, _Counting(soundtrack, bar))
+                response = api.post("/v1/jobs", data=fields, files=files)
+            finally:
+                if soundtrack is not None:
+                    soundtrack.close()
+        _fail(response)
+        job = response.json()
+        click.echo(f"job {job['id']} {job['status']}", err=True)
+        if wait:
+            job = _follow(api, job["id"])
+            if job["status"] != "succeeded":
+                raise click.ClickException(f"job {job['status']}: {job.get('error')}")
+            if output is not None:
+                _download(api, job["id"], output)
+        click.echo(job["id"])
+
+
+def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    with tqdm(total=1.0, desc="restore", bar_format="{l_bar}{bar}| {postfix}", disable=None) as bar:
+        while True:
+            response = api.get(f"/v1/jobs/{job_id}")
+            _fail(response)
+            job: dict[str, Any] = response.json()
+            bar.n = job["progress"]
+            eta = job.get("eta_seconds")
+            bar.set_postfix_str(f"{job['stage']}" + (f", ETA {eta:.0f} s" if eta else ""))
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(1)
+
+
+def _download(api: httpx.Client, job_id: str, output: Path) -> None:
+    response = api.get(f"/v1/jobs/{job_id}/result")
+    if response.status_code != 307:
+        _fail(response)
+    with httpx.stream("GET", response.headers["location"], timeout=600) as download:
+        _fail(download)
+        with output.open("wb") as out:
+            for block in download.iter_bytes():
+                out.write(block)
+    click.echo(f"saved {output}", err=True)

@@ -1,0 +1,391 @@
+"""What the Celery tasks do: plan a job, run one chunk, join the chunks. Plain functions.
+
+Each takes IDs, re-reads the rows, checks the state first and returns early when the work
+is done or no longer wanted, so a task delivered twice does no harm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import tempfile
+import time
+from datetime import timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from shared import queue
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.errors import InvalidInput, LumiereError
+from shared.jobs import ACTIVE, move_chunk, move_job, set_job
+from shared.logs import get_logger
+from shared.models import Chunk, ChunkStatus, Job, JobStatus, utcnow
+from shared.storage import Storage, chunk_key, result_key
+from worker.plan import ChunkPlan
+
+log = get_logger(__name__)
+
+PROGRESS_EVERY_S = 0.5
+# A running chunk whose worker has not written progress for this long is taken over.
+STALE_AFTER = timedelta(minutes=2)
+
+
+class Cancelled(Exception):
+    """The job was cancelled or deleted while a chunk was running."""
+
+
+def work_dir() -> Path:
+    """This worker's scratch space for inputs and chunk files."""
+    settings = get_settings()
+    path = settings.work_dir or settings.data_dir / "work"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, fractions and tuples made JSON-ready (fractions as floats + exact text)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Fraction):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def local_copy(storage: Storage, key: str, job_id: str, name: str) -> Path:
+    """A local copy of ``key`` for this job, downloaded once per machine (atomically)."""
+    folder = work_dir() / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        part = folder / f".{name}.{os.getpid()}.part"
+        storage.download_file(key, part)
+        os.replace(part, path)
+    return path
+
+
+def pipeline_options(job: Job, audio_path: Path | None) -> Any:
+    """The pipeline's options for this job."""
+    from worker.pipeline import Options
+
+    values = dict(job.options)
+    values["audio_file"] = str(audio_path) if audio_path else None
+    return Options.from_dict(values)
+
+
+def fail_job(job_id: str, reason: str) -> None:
+    """Mark a job failed with a reason users can act on."""
+    with session_scope() as session:
+        if move_job(session, job_id, ACTIVE, JobStatus.FAILED, error=reason[:2000]):
+            log.warning("job.failed", job_id=job_id, reason=reason)
+
+
+def plan_job(job_id: str) -> None:
+    """Probe the film, write one row per chunk, enqueue the chunks that are not done."""
+    from worker.media.probe import probe
+    from worker.pipeline import expected_frames, plan_file, resolve_target
+
+    storage = Storage()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status not in ACTIVE:
+            return
+        move_job(
+            session,
+            job_id,
+            ACTIVE,
+            JobStatus.RUNNING,
+            stage="planning",
+            started_at=job.started_at or utcnow(),
+        )
+        has_chunks = session.scalar(select(exists().where(Chunk.job_id == job_id)))
+        input_key = job.input_key
+    if not has_chunks:
+        started = time.perf_counter()
+        try:
+            with session_scope() as session:
+                job = session.get(Job, job_id)
+                assert job is not None
+                options = pipeline_options(job, None)
+            source = local_copy(storage, input_key, job_id, "input")
+            options.check()
+            info = probe(source)
+            resolve_target(info, options)
+            plans = plan_file(source, options.chunk_seconds)
+        except InvalidInput as err:
+            fail_job(job_id, str(err))
+            return
+        fps = options.target_fps()
+        with session_scope() as session:
+            # Another delivery of this task may have planned meanwhile: the unique
+            # (job_id, index) constraint would refuse a second set; check first.
+            if session.scalar(select(exists().where(Chunk.job_id == job_id))):
+                return plan_job(job_id)
+            for plan in plans:
+                session.add(
+                    Chunk(
+                        job_id=job_id,
+                        index=plan.index,
+                        plan=plan.to_dict(),
+                        frames_total=chunk_output_frames(plan, fps),
+                    )
+                )
+            set_job(
+                session,
+                job_id,
+                ACTIVE,
+                probe=jsonable(info),
+                chunks_total=len(plans),
+                frames_total=expected_frames(plans, fps),
+                timings={"plan": round(time.perf_counter() - started, 3)},
+            )
+    with session_scope() as session:
+        if not set_job(session, job_id, [JobStatus.RUNNING], stage="processing"):
+            return
+        todo = list(
+            session.scalars(
+                select(Chunk.index)
+                .where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
+                .order_by(Chunk.index)
+            )
+        )
+    for index in todo:
+        queue.enqueue_chunk(job_id, index)
+    if not todo:
+        maybe_join(job_id)
+
+
+def chunk_output_frames(plan: ChunkPlan, fps: Fraction | None) -> int:
+    """Output frames a chunk owns: its source frames, or those timed in [start, stop)."""
+    from worker.retime import output_count
+
+    if fps is None:
+        return plan.frames
+    return output_count(plan.stop, fps) - output_count(plan.start, fps)
+
+
+def _claim_chunk(session: Session, job_id: str, index: int) -> Chunk | None:
+    """Take a chunk to work on; ``None`` when it is done or someone else is on it."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.RUNNING:
+        return None
+    stale = utcnow() - STALE_AFTER
+    claimed = session.execute(
+        update(Chunk)
+        .where(
+            Chunk.job_id == job_id,
+            Chunk.index == index,
+            (Chunk.status.in_([ChunkStatus.PENDING, ChunkStatus.FAILED]))
+            | ((Chunk.status == ChunkStatus.RUNNING) & (Chunk.heartbeat_at < stale)),
+        )
+        .values(
+            status=ChunkStatus.RUNNING,
+            attempts=Chunk.attempts + 1,
+            frames_done=0,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            heartbeat_at=utcnow(),
+            started_at=utcnow(),
+            error=None,
+        )
+        .returning(Chunk.id)
+    ).first()
+    if claimed is None:
+        return None
+    return session.get(Chunk, claimed[0])
+
+
+def run_chunk(job_id: str, index: int) -> None:
+    """Upscale, interpolate and encode one chunk, then upload it to its fixed key."""
+    from worker.media.encode import CHUNK_MUXER
+    from worker.pipeline import pick_device, process_chunk
+
+    storage = Storage()
+    with session_scope() as session:
+        chunk = _claim_chunk(session, job_id, index)
+        if chunk is None:
+            return
+        job = session.get(Job, job_id)
+        assert job is not None
+        plan = ChunkPlan.from_dict(chunk.plan)
+        options = pipeline_options(job, None)
+        input_key = job.input_key
+    bound = log.bind(job_id=job_id, chunk=index)
+    bound.info("chunk.start")
+    last = [0.0]
+
+    def on_progress(frames: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        with session_scope() as session:
+            session.execute(
+                update(Chunk)
+                .where(Chunk.job_id == job_id, Chunk.index == index)
+                .values(frames_done=frames, heartbeat_at=utcnow())
+            )
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status != JobStatus.RUNNING:
+            raise Cancelled(f"job is {status.value if status else 'deleted'}")
+
+    ext = CHUNK_MUXER[options.codec]
+    out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
+    try:
+        source = local_copy(storage, input_key, job_id, "input")
+        result = process_chunk(
+            source,
+            plan,
+            options,
+            out,
+            on_progress=on_progress,
+            device=pick_device(get_settings().device),
+        )
+        key = chunk_key(job_id, index, ext)
+        storage.upload_file(out, key)
+    except Cancelled as err:
+        bound.info("chunk.cancelled", reason=str(err))
+        with session_scope() as session:
+            move_chunk(
+                session, job_id, index, [ChunkStatus.RUNNING], ChunkStatus.PENDING, frames_done=0
+            )
+        return
+    except LumiereError as err:
+        fail_chunk(job_id, index, str(err))
+        return
+    except Exception:
+        # Unexpected or transient: give the chunk back so the task's retry can claim it.
+        release_chunk(job_id, index)
+        raise
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    with session_scope() as session:
+        move_chunk(
+            session,
+            job_id,
+            index,
+            [ChunkStatus.RUNNING],
+            ChunkStatus.DONE,
+            output_key=key,
+            frames_done=result.frames_out,
+            finished_at=utcnow(),
+            timings={k: round(v, 3) for k, v in result.seconds.items()},
+        )
+    bound.info("chunk.done", frames=result.frames_out, seconds=result.seconds)
+    maybe_join(job_id)
+
+
+def fail_chunk(job_id: str, index: int, reason: str) -> None:
+    """Mark a chunk failed, and its job with it (retry re-runs only the failed chunks)."""
+    log.warning("chunk.failed", job_id=job_id, chunk=index, error=reason)
+    with session_scope() as session:
+        move_chunk(
+            session,
+            job_id,
+            index,
+            [ChunkStatus.RUNNING, ChunkStatus.PENDING],
+            ChunkStatus.FAILED,
+            error=reason[:2000],
+        )
+    fail_job(job_id, f"chunk {index}: {reason}")
+
+
+def release_chunk(job_id: str, index: int) -> None:
+    """Put a running chunk back to pending; if the database is down, it goes stale instead."""
+    try:
+        with session_scope() as session:
+            move_chunk(
+                session, job_id, index, [ChunkStatus.RUNNING], ChunkStatus.PENDING, frames_done=0
+            )
+    except Exception as err:  # the chunk's heartbeat goes stale and it is taken over later
+        log.warning("chunk.release_failed", job_id=job_id, chunk=index, error=str(err))
+
+
+def maybe_join(job_id: str) -> None:
+    """Enqueue the join once, when the last chunk is done (a guarded stage change)."""
+    with session_scope() as session:
+        not_done = exists().where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
+        won = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == JobStatus.RUNNING,
+                Job.stage == "processing",
+                ~not_done,
+            )
+            .values(stage="joining", updated_at=utcnow())
+            .returning(Job.id)
+        ).first()
+    if won:
+        queue.enqueue_join(job_id)
+
+
+def join_job(job_id: str) -> None:
+    """Concatenate the chunks, mux the sound, upload the result, mark the job succeeded."""
+    from worker.media.probe import probe
+    from worker.pipeline import join_chunks
+
+    storage = Storage()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING or job.stage != "joining":
+            return
+        chunks = list(
+            session.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.index))
+        )
+        input_key, audio_key, options_json = job.input_key, job.audio_key, dict(job.options)
+        timings = dict(job.timings or {})
+    started = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="join-", dir=work_dir()))
+    try:
+        source = local_copy(storage, input_key, job_id, "input")
+        audio = local_copy(storage, audio_key, job_id, "audio") if audio_key else None
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            options = pipeline_options(job, audio)
+        files = []
+        for chunk in chunks:
+            assert chunk.output_key is not None
+            path = folder / Path(chunk.output_key).name
+            storage.download_file(chunk.output_key, path)
+            files.append(path)
+        ext = options_json["container"]
+        out = folder / f"result.{ext}"
+        plans = [ChunkPlan.from_dict(c.plan) for c in chunks]
+        join_chunks(source, plans, files, out, options)
+        key = result_key(job_id, ext)
+        storage.upload_file(out, key)
+        meta = jsonable(probe(out))
+    except LumiereError as err:
+        fail_job(job_id, f"joining: {err}")
+        return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for chunk in chunks:
+        for stage, seconds in (chunk.timings or {}).items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
+    timings["join"] = round(time.perf_counter() - started, 3)
+    meta["size"] = storage.size(key)
+    with session_scope() as session:
+        move_job(
+            session,
+            job_id,
+            [JobStatus.RUNNING],
+            JobStatus.SUCCEEDED,
+            stage="done",
+            output_key=key,
+            output_meta=meta,
+            timings=timings,
+        )
+    shutil.rmtree(work_dir() / job_id, ignore_errors=True)
+    log.info("job.succeeded", job_id=job_id, timings=timings)
