@@ -7,6 +7,8 @@ film is. Form fields (options) are small and collected as text.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,9 +49,13 @@ class S3Part:
     filename: str
     upload_id: str = ""
     completed: bool = False
+    numbered: int = 0
     size: int = 0
     buffer: bytearray = field(default_factory=bytearray)
     parts: list[dict[str, Any]] = field(default_factory=list)
+    # One part uploads while the next one is being received: the network and the store
+    # work at the same time, and at most two parts are held in memory.
+    in_flight: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         created = await run_in_threadpool(
@@ -92,6 +98,10 @@ class S3Part:
 
     async def abort(self) -> None:
         """Forget this file: abort the multipart upload, or delete the object if complete."""
+        if self.in_flight is not None:
+            self.in_flight.cancel()
+            with contextlib.suppress(BaseException):  # its outcome no longer matters
+                await self.in_flight
         if self.completed:
             await run_in_threadpool(
                 self.storage.client.delete_object, Bucket=self.storage.bucket, Key=self.key
