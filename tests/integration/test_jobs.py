@@ -251,6 +251,10 @@ def test_delete_removes_the_job_and_its_objects(
         job_id = client.post("/v1/jobs", files={"file": ("a.mp4", f)}, data=FAST).json()["id"]
     assert wait_job(client, job_id)["status"] == "succeeded"
     assert _objects(settings, f"jobs/{job_id}/")
+    # The result link serves byte ranges (players seek; downloads resume).
+    location = client.get(f"/v1/jobs/{job_id}/result").headers["location"]
+    ranged = httpx.get(location, headers={"Range": "bytes=0-99"}, timeout=30)
+    assert ranged.status_code == 206 and len(ranged.content) == 100
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert _objects(settings, f"jobs/{job_id}/") == []
