@@ -1,0 +1,104 @@
+"""Decode a range of video frames, by timestamps, into upright RGB float tensors."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import torch
+
+from shared.errors import UnsupportedMedia
+from worker.media.colors import src_matrix, src_range
+from worker.media.probe import MediaInfo, ffmpeg_reason, open_input, video_stream
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One decoded frame: its pts in the source time base and its pixels (1, 3, H, W)."""
+
+    pts: int
+    image: torch.Tensor
+
+
+def decode_range(
+    path: str | Path,
+    info: MediaInfo,
+    start_pts: int | None = None,
+    stop_pts: int | None = None,
+    device: torch.device | None = None,
+) -> Iterator[SourceFrame]:
+    """Frames with ``start_pts <= pts <= stop_pts`` in presentation order, rotated upright."""
+    name = Path(path).name
+    deep = info.bit_depth > 8
+    seek = start_pts is not None and start_pts > info.start / info.time_base
+    with open_input(path) as container:
+        stream = video_stream(container)
+        stream.thread_type = "AUTO"
+        if seek and start_pts is not None:
+            # Seeking lands on the keyframe at or before start_pts; earlier frames are skipped.
+            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        frames = _decoded(container, stream, name, info)
+        first = next(frames, None)
+        if seek and first is not None and start_pts is not None and first[0] > start_pts:
+            # A broken index put us past the start: decode from the top instead.
+            container.seek(0, stream=stream, backward=True)
+            frames = _decoded(container, stream, name, info)
+            first = next(frames, None)
+        if first is None:
+            return
+        last: int | None = None
+        for pts, frame in itertools.chain([first], frames):
+            # Frames without a time, or out of order (broken files), cannot be placed.
+            if last is not None and pts <= last:
+                continue
+            if start_pts is not None and pts < start_pts:
+                continue
+            if stop_pts is not None and pts > stop_pts:
+                break
+            last = pts
+            yield SourceFrame(pts, _to_tensor(frame, info, deep, device))
+
+
+def _decoded(
+    container: av.container.InputContainer, stream: av.VideoStream, name: str, info: MediaInfo
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(pts, frame) in decode output order, with decoding errors named."""
+    pts: int | None = None
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                pts = frame.pts
+                yield pts, frame
+    except av.error.FFmpegError as err:
+        where = float((pts or 0) * info.time_base)
+        raise UnsupportedMedia(
+            f"{name}: decoding failed near {where:.2f} s, the file is truncated or corrupt "
+            f"({ffmpeg_reason(err)})"
+        ) from None
+
+
+def _to_tensor(
+    frame: av.VideoFrame, info: MediaInfo, deep: bool, device: torch.device | None
+) -> torch.Tensor:
+    """RGB float tensor (1, 3, H, W) in [0, 1], converted with the source's own matrix."""
+    rgb = frame.reformat(
+        format="rgb48le" if deep else "rgb24",
+        src_colorspace=src_matrix(info.color.matrix, info.height),
+        src_color_range=src_range(info.color.range, frame.format.name),
+        interpolation="BICUBIC",
+    )
+    # Scale in numpy: torch's thread pool costs more than it saves on one frame.
+    array = rgb.to_ndarray().astype(np.float32)
+    array *= np.float32(1 / (65535.0 if deep else 255.0))
+    image = torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0)
+    if device is not None and device.type != "cpu":
+        image = image.to(device)
+    if info.rotation:
+        # The display matrix turns the stored picture counter-clockwise by `rotation`.
+        image = torch.rot90(image, k=info.rotation // 90, dims=(2, 3))
+    return image

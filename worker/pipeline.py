@@ -1,0 +1,465 @@
+"""Run the restoration pipeline: decode → upscale → interpolate → encode per chunk, then join.
+
+``process_chunk`` and ``join_chunks`` are the entry points the Celery tasks call with local
+paths; ``process_file`` does a whole film in one process (``lumiere process``). Frames
+stream through the stages a small batch at a time, so memory does not grow with the film.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.errors import InvalidInput, ProcessingError, UnsupportedMedia
+from shared.logs import get_logger
+from worker.media.colors import guessed_matrix
+from worker.media.decode import decode_range
+from worker.media.encode import (
+    CHUNK_MUXER,
+    ENCODERS,
+    VideoSpec,
+    VideoWriter,
+    container_for,
+    even_size,
+)
+from worker.media.mux import AudioSource, VideoPart, join
+from worker.media.probe import (
+    ColorTags,
+    MediaInfo,
+    check_complete,
+    open_input,
+    probe,
+    scan_frames,
+)
+from worker.plan import ChunkPlan, plan_chunks
+from worker.retime import first_output_time, output_count, parse_fps, slots
+from worker.stages.interpolate import INTERPOLATORS, get_interpolator
+from worker.stages.upscale import UPSCALERS, get_upscaler
+
+log = get_logger(__name__)
+
+AUDIO_MODES = ("keep", "replace", "add", "none")
+MAX_OUTPUT_SIDE = 8192
+
+# Called with the number of output frames done so far; raising cancels the work.
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to do to a film; plain values so a task can carry it as JSON."""
+
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    # A target rate such as "60", "59.94" or "30000/1001"; None keeps the source's timing.
+    fps: str | None = None
+    upscaler: str = "lanczos"
+    interpolator: str = "blend"
+    codec: str = "h264"
+    crf: int | None = None
+    preset: str = "medium"
+    # mp4, mkv or mov; None takes it from the output file's suffix.
+    container: str | None = None
+    # keep the source's audio, replace it with audio_file's, add audio_file's, or none.
+    audio: str = "keep"
+    audio_file: str | None = None
+    chunk_seconds: float = 10.0
+    # Frames upscaled together: more is faster on a GPU, and costs memory.
+    batch: int = 4
+
+    def target_fps(self) -> Fraction | None:
+        """The output frame rate, or None to keep the source's frame times."""
+        return None if self.fps is None else parse_fps(self.fps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (same as ``dataclasses.asdict``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Options:
+        """Rebuild options from ``to_dict``'s output."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        """Refuse contradictory or out-of-range options with a message saying which."""
+        if self.scale is not None and (self.width is not None or self.height is not None):
+            raise InvalidInput("give either a scale or a width/height, not both")
+        if self.scale is not None and not 0.1 <= self.scale <= 16:
+            raise InvalidInput(f"scale {self.scale} is out of range (0.1 to 16)")
+        for side in (self.width, self.height):
+            if side is not None and not 16 <= side <= MAX_OUTPUT_SIDE:
+                raise InvalidInput(f"output size {side} is out of range (16 to {MAX_OUTPUT_SIDE})")
+        self.target_fps()
+        if self.upscaler not in UPSCALERS:
+            raise InvalidInput(
+                f"unknown upscaler {self.upscaler!r}; choose one of {sorted(UPSCALERS)}"
+            )
+        if self.interpolator not in INTERPOLATORS:
+            raise InvalidInput(
+                f"unknown interpolator {self.interpolator!r}; choose one of {sorted(INTERPOLATORS)}"
+            )
+        if self.codec not in ENCODERS:
+            raise InvalidInput(f"unknown codec {self.codec!r}; choose one of {sorted(ENCODERS)}")
+        if self.crf is not None and not 0 <= self.crf <= 51:
+            raise InvalidInput(f"crf {self.crf} is out of range (0 to 51)")
+        if self.audio not in AUDIO_MODES:
+            raise InvalidInput(f"unknown audio mode {self.audio!r}; choose one of {AUDIO_MODES}")
+        if self.audio in ("replace", "add") and not self.audio_file:
+            raise InvalidInput(f"audio mode {self.audio!r} needs an audio file")
+        if self.chunk_seconds < 1:
+            raise InvalidInput(f"chunks must be at least 1 s long, got {self.chunk_seconds}")
+        if self.batch < 1:
+            raise InvalidInput("the upscaler batch must hold at least one frame")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The output picture and timeline a film's options resolve to."""
+
+    width: int
+    height: int
+    sar: Fraction
+    fps: Fraction | None
+    time_base: Fraction
+    rate: Fraction
+    bit_depth: int
+    color: ColorTags
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk produced, with the seconds spent in each stage.
+
+    ``frames_in`` counts decoded source frames, the next chunk's first one included.
+    """
+
+    index: int
+    path: str
+    frames_in: int = 0
+    frames_out: int = 0
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("decode", "upscale", "interpolate", "encode"), 0.0)
+    )
+
+
+@dataclass
+class FileResult:
+    """What ``process_file`` produced."""
+
+    path: str
+    chunks: list[ChunkResult]
+    frames_in: int
+    frames_out: int
+    seconds: float
+    join_seconds: float = 0.0
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds spent in each stage over all chunks, and in the final join."""
+        total = dict.fromkeys(("decode", "upscale", "interpolate", "encode"), 0.0)
+        for chunk in self.chunks:
+            for stage, spent in chunk.seconds.items():
+                total[stage] += spent
+        return {**total, "join": self.join_seconds}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The device to run stages on: CUDA when there is one (or asked for), else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_target(info: MediaInfo, options: Options) -> Target:
+    """Output size, aspect, timing and colour for this film and these options."""
+    src_w, src_h = info.upright_size
+    if options.width is not None and options.height is not None:
+        width, height = options.width, options.height
+    elif options.width is not None:
+        width, height = options.width, round(options.width * src_h / src_w)
+    elif options.height is not None:
+        width, height = round(options.height * src_w / src_h), options.height
+    else:
+        scale = options.scale or 1.0
+        width, height = round(src_w * scale), round(src_h * scale)
+    width, height = even_size(options.codec, info.bit_depth, width, height)
+    if max(width, height) > MAX_OUTPUT_SIDE:
+        raise InvalidInput(f"output {width}x{height} is too large (at most {MAX_OUTPUT_SIDE})")
+    sar = info.sar if info.rotation % 180 == 0 else 1 / info.sar
+    # Keep the shape the viewer sees: a non-uniform resize changes the sample aspect.
+    sar = (sar * Fraction(src_w, src_h) / Fraction(width, height)).limit_denominator(1000)
+    fps = options.target_fps()
+    color = ColorTags(
+        primaries=info.color.primaries,
+        transfer=info.color.transfer,
+        # Tag the matrix we convert with, so players don't guess differently at the new size.
+        matrix=guessed_matrix(info.color.matrix, info.height),
+        range=1,
+    )
+    return Target(
+        width=width,
+        height=height,
+        sar=sar,
+        fps=fps,
+        time_base=(1 / fps) if fps else info.time_base,
+        rate=fps or info.fps,
+        bit_depth=info.bit_depth,
+        color=color,
+    )
+
+
+def chunk_offset(plan: ChunkPlan, fps: Fraction | None) -> Fraction:
+    """Film time (seconds) of the chunk file's time zero: its first output frame."""
+    return first_output_time(plan.start, fps)
+
+
+@dataclass
+class _Frame:
+    """A source frame on its way through the stages."""
+
+    time: Fraction
+    src: torch.Tensor
+    out: torch.Tensor
+
+
+def process_chunk(
+    source: str | Path,
+    plan: ChunkPlan,
+    options: Options,
+    output: str | Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    device: torch.device | None = None,
+    info: MediaInfo | None = None,
+) -> ChunkResult:
+    """Decode the chunk's source frames, upscale, interpolate and encode them to ``output``."""
+    options.check()
+    info = info or probe(source)
+    device = device or pick_device()
+    target = resolve_target(info, options)
+    output = Path(output)
+    result = ChunkResult(index=plan.index, path=str(output))
+    upscaler = get_upscaler(options.upscaler, device)
+    interpolator = get_interpolator(options.interpolator, device) if target.fps else None
+    tb = plan.time_base
+    film_start = plan.film_start_pts * tb
+    lo, hi = plan.start, plan.stop
+    origin = chunk_offset(plan, target.fps)
+    spec = VideoSpec(
+        codec=options.codec,
+        width=target.width,
+        height=target.height,
+        time_base=target.time_base,
+        rate=target.rate,
+        bit_depth=target.bit_depth,
+        crf=options.crf,
+        preset=options.preset,
+        color=target.color,
+        sar=target.sar,
+    )
+    size = (target.height, target.width)
+    clock = result.seconds
+
+    def frames() -> Iterator[_Frame]:
+        """Decoded and upscaled frames, a batch at a time."""
+        decoded = decode_range(source, info, plan.start_pts, plan.stop_pts, device)
+        while True:
+            started = time.perf_counter()
+            batch = [f for _, f in zip(range(options.batch), decoded, strict=False)]
+            clock["decode"] += time.perf_counter() - started
+            if not batch:
+                return
+            result.frames_in += len(batch)
+            started = time.perf_counter()
+            src = torch.cat([f.image for f in batch])
+            with torch.inference_mode():
+                out = src if src.shape[-2:] == size else upscaler(src, size)
+            clock["upscale"] += time.perf_counter() - started
+            for i, f in enumerate(batch):
+                yield _Frame(f.pts * tb - film_start, src[i : i + 1], out[i : i + 1])
+
+    part = output.with_name(output.name + ".part")
+    try:
+        with VideoWriter(part, spec, CHUNK_MUXER[options.codec]) as writer:
+
+            def emit(left: _Frame, right: _Frame | None) -> None:
+                """Write the output frames that fall between two neighbouring source frames."""
+                places = slots(left.time, right.time if right else None, lo, hi, target.fps)
+                between = [s.t for s in places if s.t > 0]
+                made: list[torch.Tensor] = []
+                if between and right is not None and interpolator is not None:
+                    started = time.perf_counter()
+                    with torch.inference_mode():
+                        made = interpolator(
+                            left.src, right.src, left.out, right.out, [float(t) for t in between]
+                        )
+                    clock["interpolate"] += time.perf_counter() - started
+                started = time.perf_counter()
+                pending = iter(made)
+                for place in places:
+                    image = left.out if place.t == 0 else next(pending)
+                    ticks = (place.time - origin) / target.time_base
+                    if ticks.denominator != 1:
+                        raise ProcessingError(f"output time {place.time} is off the time base")
+                    # At a target rate a frame lasts one tick; else until the next source frame.
+                    shown = (right.time if right else hi) - left.time
+                    duration = 1 if target.fps else shown / target.time_base
+                    writer.write(image, int(ticks), int(duration))
+                    result.frames_out += 1
+                clock["encode"] += time.perf_counter() - started
+                if places and on_progress is not None:
+                    on_progress(result.frames_out)
+
+            previous: _Frame | None = None
+            for current in frames():
+                if previous is not None:
+                    emit(previous, current)
+                previous = current
+            if previous is None:
+                raise UnsupportedMedia(
+                    f"{Path(source).name}: no frames decoded for chunk {plan.index} "
+                    f"(from {float(plan.start):.2f} s); the file is truncated or corrupt"
+                )
+            if not plan.last and previous.time < hi:
+                log.warning("chunk_ends_early", chunk=plan.index, at=float(previous.time))
+            emit(previous, None)
+        os.replace(part, output)
+    finally:
+        part.unlink(missing_ok=True)
+    return result
+
+
+def join_chunks(
+    source: str | Path,
+    plans: Sequence[ChunkPlan],
+    chunk_files: Sequence[str | Path],
+    output: str | Path,
+    options: Options,
+    *,
+    info: MediaInfo | None = None,
+) -> Path:
+    """Concatenate chunk files (no re-encoding) and mux the audio the options ask for."""
+    options.check()
+    if len(plans) != len(chunk_files) or not plans:
+        raise ProcessingError(f"{len(chunk_files)} chunk files for {len(plans)} chunks")
+    info = info or probe(source)
+    output = Path(output)
+    container = container_for(output, options.container, options.codec)
+    fps = options.target_fps()
+    plans = sorted(plans, key=lambda p: p.index)
+    film_start = plans[0].film_start_pts * plans[0].time_base
+    duration = plans[-1].stop
+    end = output_count(duration, fps) / fps if fps else duration
+    parts = [
+        VideoPart(str(path), chunk_offset(plan, fps))
+        for plan, path in zip(plans, chunk_files, strict=True)
+    ]
+    audio: list[AudioSource] = []
+    if options.audio in ("keep", "add"):
+        audio += [AudioSource(str(source), a.index, film_start) for a in info.audio]
+    if options.audio in ("replace", "add") and options.audio_file:
+        audio.append(_soundtrack(options.audio_file))
+    part = output.with_name(output.name + ".part")
+    try:
+        target = resolve_target(info, options)
+        join(parts, part, container, audio, end=end, color=target.color, sar=target.sar)
+        os.replace(part, output)
+    finally:
+        part.unlink(missing_ok=True)
+    return output
+
+
+def _soundtrack(path: str) -> AudioSource:
+    """The first audio stream of ``path``, starting at the film's first frame."""
+    with open_input(path) as container:
+        if not container.streams.audio:
+            raise UnsupportedMedia(f"{Path(path).name}: no audio stream in the soundtrack file")
+        stream = container.streams.audio[0]
+        start = (stream.start_time or 0) * Fraction(stream.time_base or 1)
+        return AudioSource(path, stream.index, start)
+
+
+def plan_file(
+    source: str | Path, chunk_seconds: float, info: MediaInfo | None = None
+) -> list[ChunkPlan]:
+    """Scan the film's frame times and cut it into chunks of about ``chunk_seconds``."""
+    index = scan_frames(source)
+    check_complete(info or probe(source), index)
+    return plan_chunks(index.pts, index.end_pts, index.time_base, chunk_seconds, index.keyframes)
+
+
+def expected_frames(plans: Sequence[ChunkPlan], fps: Fraction | None) -> int:
+    """How many frames the output will have."""
+    if fps is None:
+        return sum(p.frames for p in plans)
+    return output_count(plans[-1].stop, fps)
+
+
+def process_file(
+    source: str | Path,
+    output: str | Path,
+    options: Options,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_plan: Callable[[Sequence[ChunkPlan], int], None] | None = None,
+    device: torch.device | None = None,
+    work_dir: str | Path | None = None,
+) -> FileResult:
+    """Process a whole film: plan, run every chunk, join; chunk files go in a temporary folder."""
+    started = time.perf_counter()
+    options.check()
+    output = Path(output)
+    container_for(output, options.container, options.codec)
+    if options.audio_file:
+        _soundtrack(options.audio_file)
+    info = probe(source)
+    if info.interlaced:
+        # Upscaling weaves the two fields together; deinterlacing is a later stage.
+        log.warning("interlaced_source", field_order=info.field_order)
+    resolve_target(info, options)
+    plans = plan_file(source, options.chunk_seconds, info)
+    fps = options.target_fps()
+    if on_plan is not None:
+        on_plan(plans, expected_frames(plans, fps))
+    device = device or pick_device()
+    work = Path(tempfile.mkdtemp(prefix=".lumiere-", dir=work_dir or output.parent))
+    try:
+        done = 0
+        results = []
+        files = []
+        for plan in plans:
+            path = work / f"{plan.index:05d}.{CHUNK_MUXER[options.codec]}"
+            base = done
+
+            def progress(n: int, base: int = base) -> None:
+                if on_progress is not None:
+                    on_progress(base + n)
+
+            result = process_chunk(
+                source, plan, options, path, on_progress=progress, device=device, info=info
+            )
+            done += result.frames_out
+            results.append(result)
+            files.append(path)
+        joined = time.perf_counter()
+        join_chunks(source, plans, files, output, options, info=info)
+        joined = time.perf_counter() - joined
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return FileResult(
+        path=str(output),
+        chunks=results,
+        frames_in=sum(r.frames_in for r in results),
+        frames_out=done,
+        seconds=time.perf_counter() - started,
+        join_seconds=joined,
+    )
