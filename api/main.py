@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import health, jobs, metrics, uploads
+from api.routes import dashboard, events, health, jobs, metrics, uploads, webhooks
 from shared.config import get_settings
 from shared.logs import configure_logging
 
@@ -21,6 +21,6 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.middleware("http")(metrics.record)
-    for module in (health, metrics, jobs, uploads):
+    for module in (health, metrics, jobs, events, uploads, webhooks, dashboard):
         app.include_router(module.router)
     return app

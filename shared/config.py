@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(10.0, gt=0)
     worker_concurrency: int = Field(1, ge=1)
 
+    # Webhooks: refuse URLs that resolve to private, loopback or link-local addresses (SSRF)
+    # unless the operator allows them; per-attempt timeout and the number of retries.
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_retry_base_s: float = Field(5.0, gt=0)  # waits base, 2×base, 4×base… (max 1 h)
+
     # Client side (`lumiere submit`): which API to talk to, with which key.
     api_url: str = ""
     api_key: str = ""

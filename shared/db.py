@@ -4,23 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
 
+_ENGINES: dict[str, Engine] = {}
 
-@lru_cache(maxsize=4)
+
 def get_engine(url: str | None = None) -> Engine:
     """One pooled engine per URL and process (``pool_pre_ping`` survives a database restart)."""
     url = url or get_settings().database_url
     if not url:
         raise RuntimeError("LUMIERE_DATABASE_URL is not set (`lumiere up` sets it for you)")
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 5}
-    )
+    if url not in _ENGINES:
+        _ENGINES[url] = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"connect_timeout": 5},
+        )
+    return _ENGINES[url]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (at shutdown)."""
+    while _ENGINES:
+        _ENGINES.popitem()[1].dispose()
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:

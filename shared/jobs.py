@@ -62,6 +62,15 @@ def move_chunk(
     return row is not None
 
 
+def progress_of(status: JobStatus, frames_done: int, frames_total: int) -> float:
+    """Progress 0–1: frames processed make the first 98 %, joining the rest."""
+    if status == JobStatus.SUCCEEDED:
+        return 1.0
+    if not frames_total:
+        return 0.0
+    return min(0.98, 0.98 * frames_done / frames_total)
+
+
 def chunk_counts(session: Session, job_ids: list[str]) -> dict[str, tuple[int, int]]:
     """Per job: (chunks done, frames done), summed in the database."""
     if not job_ids:
@@ -73,3 +82,14 @@ def chunk_counts(session: Session, job_ids: list[str]) -> dict[str, tuple[int, i
         .group_by(Chunk.job_id)
     ).all()
     return {job_id: (int(n), int(frames)) for job_id, n, frames in rows}
+
+
+def notify(session: Session, job_id: str, event: str, **data: Any) -> str | None:
+    """Record a webhook event for the job if it wants it; enqueue the id after committing."""
+    from shared.webhooks import record
+
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return None
+    payload = {"status": job.status.value, "stage": job.stage, "error": job.error, **data}
+    return record(session, job, event, payload)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.models import ApiKey
+from shared.webhooks import new_secret
 
 PREFIX = "lum_"
 
@@ -22,7 +23,7 @@ def digest(secret: str) -> str:
 def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
     """Make a key called ``name``; returns the row and the secret (never stored)."""
     secret = PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, digest=digest(secret), prefix=secret[:10])
+    key = ApiKey(name=name, digest=digest(secret), prefix=secret[:10], webhook_secret=new_secret())
     session.add(key)
     session.flush()
     return key, secret

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -86,6 +87,10 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # Standard Webhooks signing secret ("whsec_" + base64), and the key's default webhook.
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[str | None] = mapped_column(String(256))
 
 
 class UploadStatus(enum.StrEnum):
@@ -139,6 +144,14 @@ class Job(Base):
     chunks_total: Mapped[int] = mapped_column(Integer, default=0)
     frames_total: Mapped[int] = mapped_column(BigInteger, default=0)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Webhook for this job (else the key's default), the events wanted, and the last
+    # progress step announced (so each step is sent once, whichever worker crosses it).
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[str | None] = mapped_column(String(256))
+    webhook_progress_step: Mapped[float] = mapped_column(Float, default=0.1)
+    progress_notified: Mapped[float] = mapped_column(Float, default=0.0)
+    # A source frame and the same restored frame, for the dashboard's before/after.
+    preview_keys: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
@@ -174,3 +187,39 @@ class Chunk(Base):
     finished_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="chunks")
+
+
+class WebhookEvent(Base):
+    """One event to deliver to a webhook URL; its ``id`` is the ``webhook-id`` header."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[dict[str, Any]]
+    # pending → delivered | failed (after the last retry); redeliver sets it pending again.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    attempts: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="event", cascade="all, delete-orphan", order_by="WebhookAttempt.id"
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at delivering an event: what the receiver answered, or what went wrong."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    event: Mapped[WebhookEvent] = relationship(back_populates="attempts")

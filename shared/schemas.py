@@ -64,7 +64,41 @@ class JobOptions(BaseModel):
         description="keep the source's tracks, replace them with / add an uploaded "
         "soundtrack, or none.",
     )
-    chunk_seconds: float | None = Field(None, gt=0.5, le=600, description="Chunk length.")
+    chunk_seconds: float | None = Field(None, ge=1, le=600, description="Chunk length.")
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="Where to POST signed job events (http/https)."
+    )
+    webhook_events: str | None = Field(
+        None,
+        max_length=256,
+        description="Comma-separated: job.started, job.progress, "
+        "job.succeeded, job.failed, job.cancelled (default: all but job.progress).",
+    )
+    webhook_progress_step: float = Field(
+        0.1,
+        ge=0.01,
+        le=1,
+        description="job.progress is sent each time progress crosses a multiple of this.",
+    )
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, value: str | None) -> str | None:
+        from shared.webhooks import parse_events
+
+        if value is None or value == "":
+            return None
+        try:
+            return ",".join(parse_events(value))
+        except InvalidInput as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_scheme(cls, value: str | None) -> str | None:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value or None
 
     @field_validator("fps", mode="before")
     @classmethod
@@ -140,6 +174,7 @@ class JobPublic(BaseModel):
     input: dict[str, Any]
     output: dict[str, Any] | None
     result_url: str | None
+    has_preview: bool = Field(description="Whether /preview/before and /preview/after exist.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -203,3 +238,39 @@ class ApiKeyCreated(BaseModel):
     id: str
     name: str
     key: str
+
+
+class WebhookSettings(BaseModel):
+    """The key's default webhook, used by jobs that name none of their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, max_length=2048)
+    events: str | None = Field(None, max_length=256)
+
+
+class WebhookSecret(BaseModel):
+    """The key's signing secret (verify deliveries with any Standard Webhooks library)."""
+
+    secret: str
+
+
+class WebhookAttemptPublic(BaseModel):
+    """One delivery attempt."""
+
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    created_at: datetime
+
+
+class WebhookEventPublic(BaseModel):
+    """An event of a job and every attempt to deliver it."""
+
+    id: str
+    type: str
+    url: str
+    status: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: list[WebhookAttemptPublic]

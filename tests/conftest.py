@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from shared.config import Settings
+from shared.db import dispose_engines
 from shared.local_services import LocalStack, free_port
 from shared.stack import api_argv, prepare, worker_argv
 
@@ -43,6 +44,7 @@ def stack() -> Iterator[LocalStack]:
         prepare(Settings(**services.settings()))
         yield services
     finally:
+        dispose_engines()
         services.stop()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -59,6 +61,9 @@ def service_env(stack: LocalStack) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIERE_")}
     env.update(stack.env())
     env["LUMIERE_LOG_LEVEL"] = "INFO"
+    # The tests' webhook receivers listen on loopback, which production refuses by default.
+    env["LUMIERE_WEBHOOK_ALLOW_PRIVATE"] = "1"
+    env["LUMIERE_WEBHOOK_RETRY_BASE_S"] = "0.2"
     return env
 
 
@@ -89,8 +94,8 @@ class Processes:
 
 
 @pytest.fixture(scope="session")
-def processes() -> Iterator[Processes]:
-    """Where session-wide child processes are registered."""
+def processes(stack: LocalStack) -> Iterator[Processes]:
+    """Where session-wide child processes are registered (stopped before the servers)."""
     procs = Processes()
     yield procs
     procs.stop_all()

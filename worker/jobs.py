@@ -7,6 +7,7 @@ is done or no longer wanted, so a task delivered twice does no harm.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import socket
@@ -17,14 +18,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import queue
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import InvalidInput, LumiereError
-from shared.jobs import ACTIVE, move_chunk, move_job, set_job
+from shared.jobs import ACTIVE, move_chunk, move_job, notify, progress_of, set_job
 from shared.logs import get_logger
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, utcnow
 from shared.storage import Storage, chunk_key, result_key
@@ -85,9 +86,12 @@ def pipeline_options(job: Job, audio_path: Path | None) -> Any:
 
 def fail_job(job_id: str, reason: str) -> None:
     """Mark a job failed with a reason users can act on."""
+    event = None
     with session_scope() as session:
         if move_job(session, job_id, ACTIVE, JobStatus.FAILED, error=reason[:2000]):
             log.warning("job.failed", job_id=job_id, reason=reason)
+            event = notify(session, job_id, "job.failed")
+    queue.enqueue_webhooks([event])
 
 
 def plan_job(job_id: str) -> None:
@@ -100,16 +104,21 @@ def plan_job(job_id: str) -> None:
         job = session.get(Job, job_id)
         if job is None or job.status not in ACTIVE:
             return
-        move_job(
+        started_event = None
+        if move_job(
             session,
             job_id,
-            ACTIVE,
+            [JobStatus.QUEUED],
             JobStatus.RUNNING,
             stage="planning",
             started_at=job.started_at or utcnow(),
-        )
+        ):
+            started_event = notify(session, job_id, "job.started")
+        else:
+            set_job(session, job_id, [JobStatus.RUNNING], stage="planning")
         has_chunks = session.scalar(select(exists().where(Chunk.job_id == job_id)))
         input_key = job.input_key
+    queue.enqueue_webhooks([started_event])
     if not has_chunks:
         started = time.perf_counter()
         try:
@@ -174,6 +183,24 @@ def chunk_output_frames(plan: ChunkPlan, fps: Fraction | None) -> int:
     return output_count(plan.stop, fps) - output_count(plan.start, fps)
 
 
+def upload_previews(
+    storage: Storage, job_id: str, source: Path, result: Path, seconds: float
+) -> dict[str, Any]:
+    """Store a source frame and the same restored frame for the dashboard's before/after."""
+    from worker.media.stills import still_at
+
+    keys = {}
+    for name, path in (("before", source), ("after", result)):
+        keys[name] = f"jobs/{job_id}/preview-{name}.jpg"
+        storage.client.put_object(
+            Bucket=storage.bucket,
+            Key=keys[name],
+            Body=still_at(path, seconds),
+            ContentType="image/jpeg",
+        )
+    return {**keys, "seconds": round(seconds, 3)}
+
+
 def _claim_chunk(session: Session, job_id: str, index: int) -> Chunk | None:
     """Take a chunk to work on; ``None`` when it is done or someone else is on it."""
     job = session.get(Job, job_id)
@@ -235,6 +262,8 @@ def run_chunk(job_id: str, index: int) -> None:
                 .values(frames_done=frames, heartbeat_at=utcnow())
             )
             status = session.scalar(select(Job.status).where(Job.id == job_id))
+            event = announce_progress(session, job_id)
+        queue.enqueue_webhooks([event])
         if status != JobStatus.RUNNING:
             raise Cancelled(f"job is {status.value if status else 'deleted'}")
 
@@ -282,6 +311,28 @@ def run_chunk(job_id: str, index: int) -> None:
         )
     bound.info("chunk.done", frames=result.frames_out, seconds=result.seconds)
     maybe_join(job_id)
+
+
+def announce_progress(session: Session, job_id: str) -> str | None:
+    """Record a ``job.progress`` event when the job crosses its next progress step (once)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or not job.frames_total or job.webhook_progress_step <= 0:
+        return None
+    frames = session.scalar(
+        select(func.coalesce(func.sum(Chunk.frames_done), 0)).where(Chunk.job_id == job_id)
+    )
+    step = job.webhook_progress_step
+    reached = math.floor(progress_of(job.status, int(frames or 0), job.frames_total) / step)
+    level = round(reached * step, 6)
+    if level <= 0:
+        return None
+    won = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.progress_notified < level)
+        .values(progress_notified=level)
+        .returning(Job.id)
+    ).first()
+    return notify(session, job_id, "job.progress", progress=level) if won else None
 
 
 def fail_chunk(job_id: str, index: int, reason: str) -> None:
@@ -366,6 +417,7 @@ def join_job(job_id: str) -> None:
         key = result_key(job_id, ext)
         storage.upload_file(out, key)
         meta = jsonable(probe(out))
+        previews = upload_previews(storage, job_id, source, out, float(meta["duration"]) / 2)
     except LumiereError as err:
         fail_job(job_id, f"joining: {err}")
         return
@@ -376,8 +428,9 @@ def join_job(job_id: str) -> None:
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
     timings["join"] = round(time.perf_counter() - started, 3)
     meta["size"] = storage.size(key)
+    event = None
     with session_scope() as session:
-        move_job(
+        if move_job(
             session,
             job_id,
             [JobStatus.RUNNING],
@@ -386,6 +439,9 @@ def join_job(job_id: str) -> None:
             output_key=key,
             output_meta=meta,
             timings=timings,
-        )
+            preview_keys=previews,
+        ):
+            event = notify(session, job_id, "job.succeeded", progress=1.0, output=meta)
+    queue.enqueue_webhooks([event])
     shutil.rmtree(work_dir() / job_id, ignore_errors=True)
     log.info("job.succeeded", job_id=job_id, timings=timings)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from shared import queue
 from shared.celery_app import app
 from worker import (
+    delivery,
     heartbeat,  # noqa: F401  (connects the heartbeat to worker start/stop)
     jobs,
 )
@@ -66,3 +67,12 @@ def process_chunk(job_id: str, index: int) -> None:
 def join_job(job_id: str) -> None:
     """Join a job's chunks into the result."""
     jobs.join_job(job_id)
+
+
+@app.task(name=queue.WEBHOOK, bind=True, max_retries=None)
+def deliver_webhook(self: Task, event_id: str) -> str:
+    """Deliver a webhook event; retried with exponential backoff on network errors and 5xx."""
+    outcome = delivery.deliver(event_id)
+    if outcome == delivery.Outcome.RETRY:
+        raise self.retry(countdown=delivery.backoff(self.request.retries + 1))
+    return outcome.value

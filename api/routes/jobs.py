@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
 from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep
@@ -125,15 +125,44 @@ def get_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> 
 @router.get(
     "/{job_id}/result",
     status_code=307,
-    response_class=RedirectResponse,
-    responses={307: {"description": "Redirect to a presigned download URL"}},
+    response_model=None,
+    responses={
+        307: {"description": "Redirect to a presigned download URL"},
+        200: {"description": 'With redirect=false: {"url": …}'},
+    },
 )
 def get_result(
-    job_id: str, key: KeyDep, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> RedirectResponse:
-    """Redirect to a short-lived download URL of the restored film (ranges supported)."""
+    job_id: str,
+    key: KeyDep,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    redirect: bool = True,
+) -> Response:
+    """Redirect to a short-lived download URL of the restored film (ranges supported);
+    `?redirect=false` returns the URL as JSON instead."""
     url = service.result_url(session, key, job_id, storage, settings.presign_expiry_s)
-    return RedirectResponse(url, status_code=307)
+    return RedirectResponse(url, status_code=307) if redirect else JSONResponse({"url": url})
+
+
+@router.get(
+    "/{job_id}/preview/{which}",
+    status_code=307,
+    response_model=None,
+    responses={307: {"description": "Redirect to a presigned JPEG"}},
+)
+def get_preview(
+    job_id: str,
+    which: Literal["before", "after"],
+    key: KeyDep,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    redirect: bool = True,
+) -> Response:
+    """A source frame (`before`) or the same restored frame (`after`) of a finished job."""
+    url = service.preview_url(session, key, job_id, which, storage, settings.presign_expiry_s)
+    return RedirectResponse(url, status_code=307) if redirect else JSONResponse({"url": url})
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -11,8 +11,9 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared import queue
+from shared.config import get_settings
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.jobs import ACTIVE, chunk_counts, move_job
+from shared.jobs import ACTIVE, chunk_counts, move_job, notify, progress_of
 from shared.models import (
     ApiKey,
     Chunk,
@@ -26,6 +27,7 @@ from shared.models import (
 )
 from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
 from shared.storage import Storage, job_prefix
+from shared.webhooks import check_url
 
 
 def parse_form_options(fields: dict[str, str]) -> JobOptions:
@@ -57,11 +59,20 @@ def create_job(
         raise InvalidInput(f"audio={options.audio} needs a soundtrack: send it as 'audio'")
     if options.audio not in ("replace", "add") and audio_key is not None:
         raise InvalidInput("a soundtrack was sent: set audio=replace or audio=add to use it")
-    stored = {**options.model_dump(exclude_none=True), "container": options.output_container}
+    if options.webhook_url:
+        check_url(options.webhook_url, get_settings().webhook_allow_private)
+    hooks = {"webhook_url", "webhook_events", "webhook_progress_step"}
+    stored = {
+        **options.model_dump(exclude_none=True, exclude=hooks),
+        "container": options.output_container,
+    }
     job = Job(
         id=job_id,
         api_key_id=key.id,
         options=stored,
+        webhook_url=options.webhook_url,
+        webhook_events=options.webhook_events,
+        webhook_progress_step=options.webhook_progress_step,
         input_key=input_key,
         input_filename=filename,
         input_size=size,
@@ -116,13 +127,7 @@ def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
     """A job with its progress, computed from its chunks' frame counters."""
     chunks_done, frames_done = counts
     frames_total = job.frames_total
-    if job.status == JobStatus.SUCCEEDED:
-        progress = 1.0
-    elif frames_total:
-        # The join stage is the last few percent; processing frames is the rest.
-        progress = min(0.98, 0.98 * frames_done / frames_total)
-    else:
-        progress = 0.0
+    progress = progress_of(job.status, frames_done, frames_total)
     eta = None
     if job.status == JobStatus.RUNNING and job.started_at and progress > 0.01:
         elapsed = (utcnow() - job.started_at).total_seconds()
@@ -143,6 +148,7 @@ def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
         input={"filename": job.input_filename, "size": job.input_size, "probe": job.probe},
         output=job.output_meta,
         result_url=f"{base_url}/v1/jobs/{job.id}/result" if job.output_key else None,
+        has_preview=bool(job.preview_keys),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -206,7 +212,9 @@ def cancel_job(session: Session, key: ApiKey, job_id: str) -> Job:
         error="cancelled by the user",
     ):
         raise Conflict(f"job {job_id} is {job.status.value}; only queued or running jobs cancel")
+    event = notify(session, job.id, "job.cancelled")
     session.commit()
+    queue.enqueue_webhooks([event])
     session.refresh(job)
     return job
 
@@ -252,3 +260,13 @@ def result_url(session: Session, key: ApiKey, job_id: str, storage: Storage, exp
     stem = job.input_filename.rsplit(".", 1)[0] or "film"
     ext = job.output_key.rsplit(".", 1)[-1]
     return storage.presigned_get(job.output_key, expires, filename=f"{stem}-restored.{ext}")
+
+
+def preview_url(
+    session: Session, key: ApiKey, job_id: str, which: str, storage: Storage, expires: int
+) -> str:
+    """A presigned URL of the job's before or after still."""
+    job = get_job(session, key, job_id)
+    if not job.preview_keys or which not in job.preview_keys:
+        raise Conflict(f"job {job_id} has no preview yet; it is made when the job succeeds")
+    return storage.presigned_get(str(job.preview_keys[which]), expires)

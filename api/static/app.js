@@ -1,0 +1,173 @@
+// Lumière dashboard: upload with progress, live job list, actions. No framework, no build.
+"use strict";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+let key = localStorage.getItem("lumiere-key") || "";
+const stillsLoaded = new Set();
+
+function api(path, options = {}) {
+  const headers = { ...(options.headers || {}), Authorization: `Bearer ${key}` };
+  return fetch(path, { ...options, headers }).then(async (response) => {
+    if (response.status === 204) return null;
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || body.title || response.statusText);
+    return body;
+  });
+}
+
+function show(signedIn) {
+  $("#login").hidden = signedIn;
+  $("#submit").hidden = !signedIn;
+  $("#jobs-section").hidden = !signedIn;
+}
+
+$("#key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  key = $("#key-input").value.trim();
+  try {
+    await api("/v1/jobs?limit=1");
+    localStorage.setItem("lumiere-key", key);
+    $("#key-error").hidden = true;
+    show(true);
+    refresh();
+  } catch (error) {
+    $("#key-error").textContent = error.message;
+    $("#key-error").hidden = false;
+  }
+});
+
+$("#forget-key").addEventListener("click", () => {
+  localStorage.removeItem("lumiere-key");
+  key = "";
+  show(false);
+});
+
+// Drag and drop onto the file field.
+const drop = $("#drop");
+["dragenter", "dragover"].forEach((name) => drop.addEventListener(name, (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+}));
+["dragleave", "drop"].forEach((name) => drop.addEventListener(name, () => drop.classList.remove("over")));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("#file").files = event.dataTransfer.files;
+  $("#file").dispatchEvent(new Event("change"));
+});
+$("#file").addEventListener("change", () => {
+  const file = $("#file").files[0];
+  $("#drop-text").textContent = file ? `${file.name} (${(file.size / 1e6).toFixed(1)} MB)` : "Drop a film here, or choose one";
+});
+
+// XMLHttpRequest, not fetch: it reports upload progress.
+$("#upload-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = new FormData();
+  for (const [name, value] of new FormData(event.target)) {
+    if (name !== "file" && value !== "") form.append(name, value);
+  }
+  form.append("file", $("#file").files[0]);  // options first: the server validates as it streams
+  const bar = $("#upload-progress");
+  const status = $("#upload-status");
+  const button = $("#upload-btn");
+  bar.hidden = false;
+  bar.value = 0;
+  button.disabled = true;
+  const request = new XMLHttpRequest();
+  request.open("POST", "/v1/jobs");
+  request.setRequestHeader("Authorization", `Bearer ${key}`);
+  request.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; };
+  request.onload = () => {
+    button.disabled = false;
+    const body = JSON.parse(request.responseText || "{}");
+    if (request.status === 201) {
+      bar.value = 1;
+      status.textContent = `Uploaded: job ${body.id}`;
+      event.target.reset();
+      $("#drop-text").textContent = "Drop a film here, or choose one";
+      refresh();
+    } else {
+      status.textContent = `Refused: ${body.detail || request.statusText}`;
+    }
+  };
+  request.onerror = () => { button.disabled = false; status.textContent = "Upload failed: network error, try again."; };
+  request.send(form);
+});
+
+function describe(job) {
+  const parts = [job.stage];
+  if (job.chunks_total) parts.push(`chunk ${job.chunks_done}/${job.chunks_total}`);
+  if (job.frames_total) parts.push(`frames ${job.frames_done}/${job.frames_total}`);
+  parts.push(`${Math.round(job.progress * 100)} %`);
+  if (job.eta_seconds != null && !FINAL.has(job.status)) parts.push(`ETA ${Math.ceil(job.eta_seconds)} s`);
+  return parts.join(" · ");
+}
+
+function render(job, node) {
+  node.dataset.id = job.id;
+  node.dataset.status = job.status;
+  $(".name", node).textContent = job.input.filename || job.id;
+  $(".status", node).textContent = job.status;
+  $(".fill", node).style.width = `${Math.round(job.progress * 100)}%`;
+  $(".detail", node).textContent = describe(job);
+  $(".error", node).hidden = !job.error || job.status === "cancelled";
+  $(".error", node).textContent = job.error || "";
+  $(".download", node).hidden = job.status !== "succeeded";
+  $(".cancel", node).hidden = FINAL.has(job.status);
+  $(".retry", node).hidden = !(job.status === "failed" || job.status === "cancelled");
+  if (job.has_preview && !stillsLoaded.has(job.id)) {
+    stillsLoaded.add(job.id);
+    Promise.all(["before", "after"].map((which) =>
+      api(`/v1/jobs/${job.id}/preview/${which}?redirect=false`))).then(([before, after]) => {
+      $(".before", node).src = before.url;
+      $(".after", node).src = after.url;
+      $(".stills", node).hidden = false;
+    }).catch(() => stillsLoaded.delete(job.id));
+  }
+}
+
+function act(job, action) {
+  if (action === "download") {
+    return api(`/v1/jobs/${job}/result?redirect=false`).then((body) => { window.location.href = body.url; });
+  }
+  if (action === "delete" && !confirm("Delete this job and its files?")) return Promise.resolve();
+  const method = action === "delete" ? "DELETE" : "POST";
+  const path = action === "delete" ? `/v1/jobs/${job}` : `/v1/jobs/${job}/${action}`;
+  return api(path, { method }).then(refresh);
+}
+
+$("#jobs").addEventListener("click", (event) => {
+  const button = event.target.closest("button");
+  const node = event.target.closest(".job");
+  if (!button || !node) return;
+  const action = ["download", "cancel", "retry", "delete"].find((name) => button.classList.contains(name));
+  act(node.dataset.id, action).catch((error) => alert(error.message));
+});
+
+async function refresh() {
+  if (!key) return;
+  let page;
+  try {
+    page = await api("/v1/jobs?limit=50");
+  } catch (error) {
+    return;  // the next tick tries again
+  }
+  const list = $("#jobs");
+  const seen = new Set();
+  page.data.forEach((job, position) => {
+    seen.add(job.id);
+    let node = list.querySelector(`[data-id="${job.id}"]`);
+    if (!node) {
+      node = $("#job-template").content.firstElementChild.cloneNode(true);
+    }
+    render(job, node);
+    if (list.children[position] !== node) list.insertBefore(node, list.children[position] || null);
+  });
+  [...list.children].forEach((node) => { if (!seen.has(node.dataset.id)) node.remove(); });
+  $("#no-jobs").hidden = page.data.length > 0;
+}
+
+show(Boolean(key));
+refresh();
+setInterval(refresh, 1000);

@@ -1,0 +1,107 @@
+"""The dashboard in a real headless Chromium (Debian's), driven by Playwright: upload a clip,
+watch its bar reach 100 %, see the before/after stills, download the result."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from shared.config import Settings
+from tests.clips import make_clip
+from tests.conftest import OUTPUT, make_key
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium as root needs --no-sandbox; the rest keep it off a network it cannot reach.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def test_upload_watch_progress_and_download(
+    browser: Browser, api_url: str, worker: str, settings: Settings, tmp_path: Path
+) -> None:
+    key = make_key(settings, "browser")
+    clip = make_clip(tmp_path / "arrival.mp4", width=64, height=48, fps=24, seconds=3, audio="aac")
+    page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+    page.goto(api_url)
+    page.fill("#key-input", key)
+    page.click("#save-key")
+    expect(page.locator("#submit")).to_be_visible()
+
+    page.set_input_files("#file", str(clip.path))
+    page.select_option("select[name=upscaler]", "lanczos")
+    page.select_option("select[name=interpolator]", "blend")
+    page.fill("input[name=fps]", "30")
+    page.click("#upload-btn")
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded", timeout=30_000)
+    assert page.eval_on_selector("#upload-progress", "e => e.value") == 1
+
+    job = page.locator(".job").first
+    expect(job.locator(".name")).to_have_text("arrival.mp4")
+    widths = set()
+    for _ in range(600):
+        widths.add(job.locator(".fill").evaluate("e => e.style.width"))
+        if job.locator(".status").inner_text() in ("succeeded", "failed"):
+            break
+        page.wait_for_timeout(200)
+    expect(job.locator(".status")).to_have_text("succeeded")
+    expect(job.locator(".fill")).to_have_attribute("style", "width: 100%;")
+    expect(job.locator(".detail")).to_contain_text("100 %")
+    # The before/after stills load from presigned URLs.
+    expect(job.locator(".stills")).to_be_visible(timeout=10_000)
+    for which in (".before", ".after"):
+        page.wait_for_function(
+            "s => document.querySelector(s).naturalWidth > 0", arg=f".job {which}"
+        )
+    after_width = job.locator(".after").evaluate("e => e.naturalWidth")
+    before_width = job.locator(".before").evaluate("e => e.naturalWidth")
+    assert (before_width, after_width) == (64, 128)
+
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        job.locator(".download").click()
+    saved = tmp_path / "restored.mp4"
+    download_info.value.save_as(saved)
+    with av.open(str(saved)) as container:
+        video = container.streams.video[0]
+        assert (video.width, video.height) == (128, 96)
+        assert len(container.streams.audio) == 1
+        assert sum(1 for _ in container.decode(video)) == 90
+
+    # Readable on a phone: nothing overflows a 390-px-wide screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= 390
+    page.screenshot(path=str(OUTPUT / "dashboard-phone.png"), full_page=True)
+    page.close()
+
+
+def test_a_wrong_key_is_refused_in_the_page(browser: Browser, api_url: str) -> None:
+    page = browser.new_page()
+    page.goto(api_url)
+    page.fill("#key-input", "lum_not-a-key")
+    page.click("#save-key")
+    expect(page.locator("#key-error")).to_contain_text("unknown or revoked API key")
+    expect(page.locator("#submit")).to_be_hidden()
+    page.close()
