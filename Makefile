@@ -4,7 +4,7 @@ PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 
-.PHONY: run test lint format install bench clean
+.PHONY: run test lint format install bench clean deploy-check lock
 
 run: $(STAMP)
 	$(VENV)/bin/lumiere up
@@ -39,6 +39,14 @@ $(STAMP): pyproject.toml $(SYSDEPS) | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[worker,dev]'
 	touch $@
+
+# Validate the compose files and lint the Dockerfiles (also run by the test suite).
+deploy-check: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/check-deploy.sh
+
+# Re-resolve the images' pinned requirements after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	UV=$(VENV)/bin/uv requirements/compile.sh
 
 clean:
 	rm -rf $(VENV) test-output .pytest_cache .mypy_cache .ruff_cache

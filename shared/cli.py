@@ -6,6 +6,7 @@ import click
 
 from shared.stack import api, keys, migrate, up, worker
 from shared.submit import submit
+from worker.models.cli import models
 from worker.process import process
 
 
@@ -14,5 +15,5 @@ def main() -> None:
     """Lumière: restore old films — upscale, interpolate, add sound."""
 
 
-for command in (up, api, worker, migrate, keys, submit, process):
+for command in (up, api, worker, migrate, keys, submit, process, models):
     main.add_command(command)

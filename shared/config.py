@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chunk_seconds: float = Field(10.0, gt=0)
     worker_concurrency: int = Field(1, ge=1)
+    # A running chunk holds a lease renewed every lease/6 s; when a worker dies (even by
+    # SIGKILL) its chunk is handed to another worker once the lease expires.
+    chunk_lease_s: float = Field(60.0, ge=3)
+    chunk_max_attempts: int = Field(3, ge=1)
 
     # Webhooks: refuse URLs that resolve to private, loopback or link-local addresses (SSRF)
     # unless the operator allows them; per-attempt timeout and the number of retries.

@@ -35,6 +35,13 @@ def dispose_engines() -> None:
         _ENGINES.popitem()[1].dispose()
 
 
+def forget_inherited_connections() -> None:
+    """In a forked child: drop the parent's pooled connections without closing them (they
+    are the parent's sockets); the child opens its own."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+
+
 def session_factory(url: str | None = None) -> sessionmaker[Session]:
     """A session maker bound to the engine for ``url`` (default: the configured database)."""
     return sessionmaker(get_engine(url), expire_on_commit=False)

@@ -64,6 +64,8 @@ def service_env(stack: LocalStack) -> dict[str, str]:
     # The tests' webhook receivers listen on loopback, which production refuses by default.
     env["LUMIERE_WEBHOOK_ALLOW_PRIVATE"] = "1"
     env["LUMIERE_WEBHOOK_RETRY_BASE_S"] = "0.2"
+    # Short chunk leases, so the fault tests see a killed worker's chunk taken over quickly.
+    env["LUMIERE_CHUNK_LEASE_S"] = "6"
     return env
 
 

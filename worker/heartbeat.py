@@ -12,9 +12,10 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from shared.config import get_settings
+from shared.db import forget_inherited_connections
 from shared.health import WORKER_KEY_PREFIX, redis_client
 from shared.logs import get_logger
 
@@ -42,15 +43,29 @@ def describe_worker(hostname: str) -> dict[str, Any]:
 
 
 def _beat(hostname: str) -> None:
+    from worker.jobs import sweep_stale
+
     settings = get_settings()
     info = describe_worker(hostname)
     key = f"{WORKER_KEY_PREFIX}{hostname}"
+    # Sweep for work whose worker vanished (worker.jobs.sweep_stale) a few times per lease.
+    interval = min(INTERVAL_S, settings.chunk_lease_s / 3)
     while not _stop.is_set():
         try:
             redis_client(settings).set(key, json.dumps(info), ex=TTL_S)
         except Exception as err:  # Redis down: keep beating, the key comes back with it
             log.warning("heartbeat.failed", error=str(err))
-        _stop.wait(INTERVAL_S)
+        try:
+            sweep_stale()
+        except Exception as err:  # database down: the next sweep will do it
+            log.warning("sweep.failed", error=str(err))
+        _stop.wait(interval)
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # The main process sweeps with its own connections; a pool child must not share them.
+    forget_inherited_connections()
 
 
 @worker_ready.connect

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from fractions import Fraction
@@ -34,8 +35,11 @@ from worker.plan import ChunkPlan
 log = get_logger(__name__)
 
 PROGRESS_EVERY_S = 0.5
-# A running chunk whose worker has not written progress for this long is taken over.
-STALE_AFTER = timedelta(minutes=2)
+# A running chunk renews its lease (Settings.chunk_lease_s) from a thread of its own, so a
+# slow first frame does not look dead; one not renewed in time is taken over.
+# Planning or joining that made no progress for this long is enqueued again (its message
+# was lost, e.g. with a Redis that restarted without its data).
+STUCK_AFTER = timedelta(minutes=15)
 
 
 class Cancelled(Exception):
@@ -201,12 +205,80 @@ def upload_previews(
     return {**keys, "seconds": round(seconds, 3)}
 
 
+class Lease(threading.Thread):
+    """Renews a running chunk's heartbeat until stopped; dies with the process on SIGKILL."""
+
+    def __init__(self, job_id: str, index: int) -> None:
+        super().__init__(name=f"lease-{job_id}-{index}", daemon=True)
+        self.job_id, self.index = job_id, index
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(get_settings().chunk_lease_s / 6):
+            try:
+                with session_scope() as session:
+                    session.execute(
+                        update(Chunk)
+                        .where(
+                            Chunk.job_id == self.job_id,
+                            Chunk.index == self.index,
+                            Chunk.status == ChunkStatus.RUNNING,
+                        )
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception as err:  # database briefly down: try again next period
+                log.warning(
+                    "lease.renew_failed", job_id=self.job_id, chunk=self.index, error=str(err)
+                )
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+def sweep_stale() -> int:
+    """Requeue work whose worker vanished: chunks with an expired lease, and planning or
+    joining that stalled. Safe to run on every worker at once (guarded updates)."""
+    requeued = 0
+    stale = utcnow() - timedelta(seconds=get_settings().chunk_lease_s)
+    with session_scope() as session:
+        lost = session.execute(
+            update(Chunk)
+            .where(
+                Chunk.status == ChunkStatus.RUNNING,
+                Chunk.heartbeat_at < stale,
+                Chunk.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING)),
+            )
+            .values(status=ChunkStatus.PENDING, frames_done=0)
+            .returning(Chunk.job_id, Chunk.index)
+        ).all()
+        stuck = utcnow() - STUCK_AFTER
+        stalled = session.execute(
+            update(Job)
+            .where(
+                Job.updated_at < stuck,
+                (Job.status == JobStatus.QUEUED)
+                | ((Job.status == JobStatus.RUNNING) & Job.stage.in_(["planning", "joining"])),
+            )
+            .values(updated_at=utcnow())
+            .returning(Job.id, Job.stage)
+        ).all()
+    for job_id, index in lost:
+        log.warning("chunk.requeued", job_id=job_id, chunk=index, reason="lease expired")
+        queue.enqueue_chunk(job_id, index)
+        requeued += 1
+    for job_id, stage in stalled:
+        log.warning("job.requeued", job_id=job_id, stage=stage)
+        (queue.enqueue_join if stage == "joining" else queue.enqueue_plan)(job_id)
+        requeued += 1
+    return requeued
+
+
 def _claim_chunk(session: Session, job_id: str, index: int) -> Chunk | None:
     """Take a chunk to work on; ``None`` when it is done or someone else is on it."""
     job = session.get(Job, job_id)
     if job is None or job.status != JobStatus.RUNNING:
         return None
-    stale = utcnow() - STALE_AFTER
+    stale = utcnow() - timedelta(seconds=get_settings().chunk_lease_s)
     claimed = session.execute(
         update(Chunk)
         .where(
@@ -214,6 +286,7 @@ def _claim_chunk(session: Session, job_id: str, index: int) -> Chunk | None:
             Chunk.index == index,
             (Chunk.status.in_([ChunkStatus.PENDING, ChunkStatus.FAILED]))
             | ((Chunk.status == ChunkStatus.RUNNING) & (Chunk.heartbeat_at < stale)),
+            Chunk.attempts < get_settings().chunk_max_attempts,
         )
         .values(
             status=ChunkStatus.RUNNING,
@@ -231,6 +304,17 @@ def _claim_chunk(session: Session, job_id: str, index: int) -> Chunk | None:
     return session.get(Chunk, claimed[0])
 
 
+def _exhausted(job_id: str, index: int) -> bool:
+    """Whether a chunk that could not be claimed has used up its attempts."""
+    with session_scope() as session:
+        chunk = session.scalar(select(Chunk).where(Chunk.job_id == job_id, Chunk.index == index))
+        return bool(
+            chunk
+            and chunk.status != ChunkStatus.DONE
+            and chunk.attempts >= get_settings().chunk_max_attempts
+        )
+
+
 def run_chunk(job_id: str, index: int) -> None:
     """Upscale, interpolate and encode one chunk, then upload it to its fixed key."""
     from worker.media.encode import CHUNK_MUXER
@@ -240,6 +324,16 @@ def run_chunk(job_id: str, index: int) -> None:
     with session_scope() as session:
         chunk = _claim_chunk(session, job_id, index)
         if chunk is None:
+            if _exhausted(job_id, index):
+                # Each attempt died without a word (killed for memory, or the machine went):
+                # stop instead of killing worker after worker.
+                attempts = get_settings().chunk_max_attempts
+                fail_chunk(
+                    job_id,
+                    index,
+                    f"gave up after {attempts} attempts: the worker died "
+                    "each time (out of memory? try a smaller scale or a bigger machine)",
+                )
             return
         job = session.get(Job, job_id)
         assert job is not None
@@ -269,6 +363,8 @@ def run_chunk(job_id: str, index: int) -> None:
 
     ext = CHUNK_MUXER[options.codec]
     out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
+    lease = Lease(job_id, index)
+    lease.start()
     try:
         source = local_copy(storage, input_key, job_id, "input")
         result = process_chunk(
@@ -296,6 +392,7 @@ def run_chunk(job_id: str, index: int) -> None:
         release_chunk(job_id, index)
         raise
     finally:
+        lease.stop()
         shutil.rmtree(out.parent, ignore_errors=True)
     with session_scope() as session:
         move_chunk(

@@ -230,7 +230,7 @@ def retry_job(session: Session, key: ApiKey, job_id: str) -> Job:
     session.execute(
         update(Chunk)
         .where(Chunk.job_id == job.id, Chunk.status != ChunkStatus.DONE)
-        .values(status=ChunkStatus.PENDING, error=None, frames_done=0)
+        .values(status=ChunkStatus.PENDING, error=None, frames_done=0, attempts=0)
     )
     session.commit()
     # Planning is idempotent: it keeps existing chunk rows and enqueues what is not done.
