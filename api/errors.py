@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from botocore.exceptions import BotoCoreError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -9,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import Unauthorized
+from api.deps import RateLimited, Unauthorized
 from api.upload_stream import PayloadTooLarge
 from shared import errors
 from shared.logs import get_logger
@@ -19,6 +20,7 @@ log = get_logger(__name__)
 STATUS: dict[type[errors.LumiereError], int] = {
     PayloadTooLarge: 413,
     Unauthorized: 401,
+    RateLimited: 429,
     errors.UnsupportedMedia: 415,
     errors.InvalidInput: 422,
     errors.NotFound: 404,
@@ -51,6 +53,8 @@ def install(app: FastAPI) -> None:
         response = problem(status, type(err).__name__, str(err))
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(err, RateLimited):
+            response.headers["Retry-After"] = str(err.retry_after)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -69,6 +73,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         return problem(err.status_code, str(err.detail))
+
+    @app.exception_handler(BotoCoreError)
+    async def store_down(request: Request, err: BotoCoreError) -> JSONResponse:
+        log.warning("storage.unavailable", error=str(err)[:200])
+        return problem(503, "Service unavailable", "the object store is unreachable; retry shortly")
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, err: OperationalError) -> JSONResponse:

@@ -33,6 +33,15 @@ def create_celery(settings: Settings | None = None) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_expires=24 * 3600,
+        # Progress and results live in Postgres; Redis only carries messages.
+        task_ignore_result=True,
+        # Fail fast when the broker is down: the sweeper re-sends what could not be sent.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 6 * 3600},
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024**3, gt=0)
     upload_part_bytes: int = Field(16 * 1024**2, ge=5 * 1024**2)
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    # Requests per minute one API key may make (0 turns the limit off).
+    rate_limit_per_minute: int = Field(600, ge=0)
 
     # Processing.
     models_dir: Path = Path("models")

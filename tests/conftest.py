@@ -66,6 +66,8 @@ def service_env(stack: LocalStack) -> dict[str, str]:
     env["LUMIERE_WEBHOOK_RETRY_BASE_S"] = "0.2"
     # Short chunk leases, so the fault tests see a killed worker's chunk taken over quickly.
     env["LUMIERE_CHUNK_LEASE_S"] = "6"
+    # The load test makes thousands of requests with one key; test_limits checks the limit.
+    env["LUMIERE_RATE_LIMIT_PER_MINUTE"] = "100000"
     return env
 
 

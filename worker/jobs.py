@@ -37,8 +37,9 @@ log = get_logger(__name__)
 PROGRESS_EVERY_S = 0.5
 # A running chunk renews its lease (Settings.chunk_lease_s) from a thread of its own, so a
 # slow first frame does not look dead; one not renewed in time is taken over.
-# Planning or joining that made no progress for this long is enqueued again (its message
-# was lost, e.g. with a Redis that restarted without its data).
+# Work whose message may have been lost (the broker was down when it was sent, or restarted
+# without its data) is sent again after this long; running it twice does no harm.
+QUEUED_AFTER = timedelta(minutes=2)
 STUCK_AFTER = timedelta(minutes=15)
 
 
@@ -163,8 +164,6 @@ def plan_job(job_id: str) -> None:
                 timings={"plan": round(time.perf_counter() - started, 3)},
             )
     with session_scope() as session:
-        if not set_job(session, job_id, [JobStatus.RUNNING], stage="processing"):
-            return
         todo = list(
             session.scalars(
                 select(Chunk.index)
@@ -172,10 +171,16 @@ def plan_job(job_id: str) -> None:
                 .order_by(Chunk.index)
             )
         )
-    for index in todo:
-        queue.enqueue_chunk(job_id, index)
-    if not todo:
-        maybe_join(job_id)
+    sent = [queue.enqueue_chunk(job_id, index) for index in todo]
+    if not all(sent):
+        # The broker is down: stay in "planning"; the sweeper plans again (which sends the
+        # chunks that are not done) once the job has waited QUEUED_AFTER.
+        return
+    with session_scope() as session:
+        if not set_job(session, job_id, [JobStatus.RUNNING], stage="processing"):
+            return
+    # Every chunk may already be done (a re-plan, or chunks faster than this function).
+    maybe_join(job_id)
 
 
 def chunk_output_frames(plan: ChunkPlan, fps: Fraction | None) -> int:
@@ -251,13 +256,15 @@ def sweep_stale() -> int:
             .values(status=ChunkStatus.PENDING, frames_done=0)
             .returning(Chunk.job_id, Chunk.index)
         ).all()
-        stuck = utcnow() - STUCK_AFTER
+        waiting = (Job.status == JobStatus.QUEUED) | (
+            (Job.status == JobStatus.RUNNING) & (Job.stage == "planning")
+        )
+        joining = (Job.status == JobStatus.RUNNING) & (Job.stage == "joining")
         stalled = session.execute(
             update(Job)
             .where(
-                Job.updated_at < stuck,
-                (Job.status == JobStatus.QUEUED)
-                | ((Job.status == JobStatus.RUNNING) & Job.stage.in_(["planning", "joining"])),
+                (waiting & (Job.updated_at < utcnow() - QUEUED_AFTER))
+                | (joining & (Job.updated_at < utcnow() - STUCK_AFTER))
             )
             .values(updated_at=utcnow())
             .returning(Job.id, Job.stage)

@@ -45,7 +45,7 @@ class JobTask(Task):
             jobs.fail_job(job_id, reason)
 
 
-@app.task(name="lumiere.control.ping")
+@app.task(name="lumiere.control.ping", ignore_result=False)
 def ping() -> str:
     """Answer with this worker's host name (health checks and tests)."""
     return socket.gethostname()

@@ -1,0 +1,34 @@
+"""Per-key request limits, configurable, answered with 429 and Retry-After."""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.local_services import free_port
+from shared.stack import api_argv
+from tests.conftest import Processes, wait_http
+
+
+def test_a_key_over_its_rate_limit_gets_429(
+    service_env: dict[str, str], processes: Processes, api_key: str, other_key: str
+) -> None:
+    env = {**service_env, "LUMIERE_RATE_LIMIT_PER_MINUTE": "5"}
+    port = free_port()
+    proc = processes.start(api_argv("127.0.0.1", port), env, "api-limited.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        mine = {"Authorization": f"Bearer {api_key}"}
+        responses = [httpx.get(f"{base}/v1/jobs", headers=mine) for _ in range(12)]
+        codes = [r.status_code for r in responses]
+        # Five per minute: at most five 200s per window (the window may roll over once).
+        assert codes[0] == 200 and codes.count(200) <= 10 and 429 in codes, codes
+        refused = next(r for r in responses if r.status_code == 429)
+        assert 1 <= int(refused.headers["retry-after"]) <= 61
+        assert refused.headers["content-type"] == "application/problem+json"
+        # Another key has a budget of its own.
+        other = httpx.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {other_key}"})
+        assert other.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,149 @@
+"""Dependencies that go away and come back: Redis restarted, Postgres restarted, the store
+unreachable for a while. Jobs resume and finish; the API answers 503 (never 500) meanwhile
+and /readyz names what is down. These tests run on a stack of their own, so restarting its
+servers disturbs no other test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.config import Settings
+from shared.db import dispose_engines
+from shared.local_services import LocalStack, free_port
+from shared.stack import api_argv, prepare, worker_argv
+from tests.clips import make_clip
+from tests.conftest import Processes, make_key, wait_http, wait_job
+
+
+@dataclass
+class Private:
+    """A stack, an API, a worker and a key of this module's own."""
+
+    stack: LocalStack
+    client: httpx.Client
+    api_url: str
+    env: dict[str, str]
+    processes: Processes
+
+
+@pytest.fixture(scope="module")
+def private() -> Iterator[Private]:
+    root = Path(tempfile.mkdtemp(prefix="lumiere-restart-"))
+    root.chmod(0o755)
+    stack = LocalStack(root)
+    stack.start()
+    procs = Processes()
+    try:
+        settings = Settings(**stack.settings())
+        prepare(settings)
+        key = make_key(settings, "restarts")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIERE_")}
+        env.update(stack.env(), LUMIERE_CHUNK_LEASE_S="6", LUMIERE_DATA_DIR=str(root / "work"))
+        port = free_port()
+        procs.start(api_argv("127.0.0.1", port), env, "restarts-api.log")
+        procs.start(
+            worker_argv("control,chunks", 1, "restarts@localhost"), env, "restarts-worker.log"
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            yield Private(stack, client, base, env, procs)
+    finally:
+        procs.stop_all()
+        dispose_engines()
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _submit(private: Private, tmp_path: Path, seconds: float = 3) -> str:
+    clip = make_clip(tmp_path / "a.mp4", width=96, height=72, seconds=seconds)
+    with clip.path.open("rb") as f:
+        response = private.client.post(
+            "/v1/jobs",
+            files={"file": ("a.mp4", f)},
+            data={
+                "upscaler": "lanczos",
+                "interpolator": "blend",
+                "scale": "4",
+                "fps": "60",
+                "chunk_seconds": "1",
+            },
+        )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _wait_running(private: Private, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = private.client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] == "running" and job["frames_done"] > 0:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the job never started running")
+
+
+def test_redis_restart_while_jobs_are_queued_and_running(private: Private, tmp_path: Path) -> None:
+    running = _submit(private, tmp_path)
+    _wait_running(private, running)
+    queued = _submit(private, tmp_path, seconds=1)
+    private.stack.redis.stop()
+    try:
+        ready = httpx.get(f"{private.api_url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["down"] == ["redis"]
+        # Reads still work without the broker; a new job is accepted and waits for it.
+        assert private.client.get(f"/v1/jobs/{running}").status_code == 200
+        during = _submit(private, tmp_path, seconds=1)
+        time.sleep(2)
+    finally:
+        private.stack.redis.start()
+    for job_id in (running, queued, during):
+        job = wait_job(private.client, job_id, timeout=240)
+        assert job["status"] == "succeeded", (job_id, job["error"])
+    assert httpx.get(f"{private.api_url}/readyz", timeout=10).status_code == 200
+
+
+def test_postgres_restart_while_a_job_runs(private: Private, tmp_path: Path) -> None:
+    job_id = _submit(private, tmp_path)
+    _wait_running(private, job_id)
+    private.stack.postgres.stop()
+    try:
+        response = private.client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        ready = httpx.get(f"{private.api_url}/readyz", timeout=15)
+        assert ready.status_code == 503 and "database" in ready.json()["down"]
+        time.sleep(2)
+    finally:
+        private.stack.postgres.start()
+    job = wait_job(private.client, job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+
+
+def test_store_unreachable_for_a_while(private: Private, tmp_path: Path) -> None:
+    job_id = _submit(private, tmp_path)
+    _wait_running(private, job_id)
+    private.stack.s3.stop()
+    try:
+        ready = httpx.get(f"{private.api_url}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["down"] == ["storage"]
+        clip = make_clip(tmp_path / "b.mp4", seconds=0.3)
+        with clip.path.open("rb") as f:
+            refused = private.client.post("/v1/jobs", files={"file": ("b.mp4", f)})
+        assert refused.status_code == 503
+        time.sleep(3)
+    finally:
+        private.stack.s3.start()
+    job = wait_job(private.client, job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
