@@ -7,6 +7,7 @@ is done or no longer wanted, so a task delivered twice does no harm.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import shutil
@@ -87,6 +88,18 @@ def pipeline_options(job: Job, audio_path: Path | None) -> Any:
     values = dict(job.options)
     values["audio_file"] = str(audio_path) if audio_path else None
     return Options.from_dict(values)
+
+
+def resource_error(err: BaseException) -> str | None:
+    """A reason users can act on when this worker ran out of disk or memory, else ``None``."""
+    if isinstance(err, MemoryError):
+        return "the worker ran out of memory: try a smaller scale, or a machine with more memory"
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (
+            f"the worker's disk is full ({work_dir()}): free space there or point "
+            "LUMIERE_WORK_DIR at a bigger disk, then retry the job"
+        )
+    return None
 
 
 def fail_job(job_id: str, reason: str) -> None:
@@ -394,6 +407,13 @@ def run_chunk(job_id: str, index: int) -> None:
     except LumiereError as err:
         fail_chunk(job_id, index, str(err))
         return
+    except (OSError, MemoryError) as err:
+        reason = resource_error(err)
+        if reason is None:
+            release_chunk(job_id, index)
+            raise
+        fail_chunk(job_id, index, reason)
+        return
     except Exception:
         # Unexpected or transient: give the chunk back so the task's retry can claim it.
         release_chunk(job_id, index)
@@ -524,6 +544,12 @@ def join_job(job_id: str) -> None:
         previews = upload_previews(storage, job_id, source, out, float(meta["duration"]) / 2)
     except LumiereError as err:
         fail_job(job_id, f"joining: {err}")
+        return
+    except (OSError, MemoryError) as err:
+        reason = resource_error(err)
+        if reason is None:
+            raise
+        fail_job(job_id, f"joining: {reason}")
         return
     finally:
         shutil.rmtree(folder, ignore_errors=True)

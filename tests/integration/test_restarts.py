@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from shared.config import Settings
 from shared.db import dispose_engines
 from shared.local_services import LocalStack, free_port
 from shared.stack import api_argv, prepare, worker_argv
+from shared.storage import Storage
 from tests.clips import make_clip
 from tests.conftest import Processes, make_key, wait_http, wait_job
 
@@ -67,7 +70,7 @@ def private() -> Iterator[Private]:
 
 
 def _submit(private: Private, tmp_path: Path, seconds: float = 3) -> str:
-    clip = make_clip(tmp_path / "a.mp4", width=96, height=72, seconds=seconds)
+    clip = make_clip(tmp_path / "a.mp4", width=64, height=48, seconds=seconds)
     with clip.path.open("rb") as f:
         response = private.client.post(
             "/v1/jobs",
@@ -147,3 +150,94 @@ def test_store_unreachable_for_a_while(private: Private, tmp_path: Path) -> None
         private.stack.s3.start()
     job = wait_job(private.client, job_id, timeout=240)
     assert job["status"] == "succeeded", job["error"]
+
+
+def test_api_killed_during_an_upload_leaves_no_input_and_the_client_can_retry(
+    private: Private, tmp_path: Path
+) -> None:
+    storage = Storage(Settings(**private.stack.settings()))
+    before_jobs = private.client.get("/v1/jobs").json()["data"]
+    before_objects = _objects(storage)
+    port = free_port()
+    api = private.processes.start(api_argv("127.0.0.1", port), private.env, "doomed-api.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    boundary = "lumiere-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+    ).encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        block = os.urandom(1024 * 1024)
+        for sent in range(64):
+            if sent == 24:  # 24 MB in: more than one S3 part is already stored
+                api.send_signal(signal.SIGKILL)
+                api.wait(10)
+            yield block
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with pytest.raises(httpx.TransportError):
+        httpx.post(
+            f"{base}/v1/jobs",
+            content=body(),
+            timeout=30,
+            headers={
+                **private.client.headers,
+                "content-type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+    # No job was created and no object became anyone's input.
+    assert private.client.get("/v1/jobs").json()["data"] == before_jobs
+    assert _objects(storage) == before_objects
+    # The client retries against the restarted API and succeeds.
+    api = private.processes.start(api_argv("127.0.0.1", port), private.env, "reborn-api.log")
+    wait_http(f"{base}/healthz")
+    clip = make_clip(tmp_path / "a.mp4", seconds=0.5)
+    with clip.path.open("rb") as f:
+        retried = httpx.post(
+            f"{base}/v1/jobs",
+            headers=private.client.headers,
+            files={"file": ("a.mp4", f)},
+            data={"upscaler": "lanczos", "interpolator": "blend"},
+        )
+    assert retried.status_code == 201
+    assert wait_job(private.client, retried.json()["id"])["status"] == "succeeded"
+    api.terminate()
+    api.wait(10)
+
+
+def _objects(storage: Storage) -> list[str]:
+    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix="jobs/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_a_full_disk_fails_the_chunk_with_a_clear_reason(private: Private, tmp_path: Path) -> None:
+    # A real full disk: the worker's scratch space on a 2 MB tmpfs (this suite runs as root).
+    scratch = Path(tempfile.mkdtemp(prefix="lumiere-tiny-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(scratch)], check=True)
+    try:
+        for proc in private.processes.procs:  # the module's worker: this one replaces it
+            if "worker" in proc.args:
+                proc.terminate()
+                proc.wait(30)
+        env = {**private.env, "LUMIERE_WORK_DIR": str(scratch)}
+        small = private.processes.start(
+            worker_argv("control,chunks", 1, "tiny-disk@localhost"), env, "tiny-disk-worker.log"
+        )
+        clip = make_clip(tmp_path / "a.mp4", width=160, height=120, seconds=2)
+        with clip.path.open("rb") as f:
+            response = private.client.post(
+                "/v1/jobs",
+                files={"file": ("a.mp4", f)},
+                data={"upscaler": "lanczos", "scale": "4", "codec": "ffv1"},
+            )
+        job = wait_job(private.client, response.json()["id"], timeout=120)
+        assert job["status"] == "failed"
+        assert "disk is full" in job["error"] and "LUMIERE_WORK_DIR" in job["error"]
+        small.terminate()
+        small.wait(30)
+    finally:
+        subprocess.run(["umount", "-l", str(scratch)], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
