@@ -152,6 +152,27 @@ def test_store_unreachable_for_a_while(private: Private, tmp_path: Path) -> None
     assert job["status"] == "succeeded", job["error"]
 
 
+def test_a_worker_machine_that_vanishes_for_good_is_replaced(
+    private: Private, tmp_path: Path
+) -> None:
+    job_id = _submit(private, tmp_path)
+    _wait_running(private, job_id)
+    # The whole worker goes at once (main process and its pool), as when a machine dies:
+    # nothing is acked, nothing is released; only the chunk's lease runs out.
+    for proc in private.processes.procs:
+        if "worker" in proc.args and proc.poll() is None:
+            subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
+            proc.kill()
+            proc.wait(10)
+    private.processes.start(
+        worker_argv("control,chunks", 1, "replacement@localhost"),
+        private.env,
+        "replacement-worker.log",
+    )
+    job = wait_job(private.client, job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+
+
 def test_api_killed_during_an_upload_leaves_no_input_and_the_client_can_retry(
     private: Private, tmp_path: Path
 ) -> None:
