@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ log = get_logger(__name__)
 
 INTERVAL_S = 10
 TTL_S = 30
+CLEANUP_EVERY_S = 3600
 _stop = threading.Event()
 
 
@@ -43,13 +45,14 @@ def describe_worker(hostname: str) -> dict[str, Any]:
 
 
 def _beat(hostname: str) -> None:
-    from worker.jobs import sweep_stale
+    from worker.jobs import abort_abandoned_uploads, sweep_stale
 
     settings = get_settings()
     info = describe_worker(hostname)
     key = f"{WORKER_KEY_PREFIX}{hostname}"
     # Sweep for work whose worker vanished (worker.jobs.sweep_stale) a few times per lease.
     interval = min(INTERVAL_S, settings.chunk_lease_s / 3)
+    next_cleanup = time.monotonic() + CLEANUP_EVERY_S
     while not _stop.is_set():
         try:
             redis_client(settings).set(key, json.dumps(info), ex=TTL_S)
@@ -57,7 +60,10 @@ def _beat(hostname: str) -> None:
             log.warning("heartbeat.failed", error=str(err))
         try:
             sweep_stale()
-        except Exception as err:  # database down: the next sweep will do it
+            if time.monotonic() >= next_cleanup:
+                next_cleanup = time.monotonic() + CLEANUP_EVERY_S
+                abort_abandoned_uploads()
+        except Exception as err:  # database or store down: the next sweep will do it
             log.warning("sweep.failed", error=str(err))
         _stop.wait(interval)
 

@@ -29,7 +29,7 @@ from shared.db import session_scope
 from shared.errors import InvalidInput, LumiereError
 from shared.jobs import ACTIVE, move_chunk, move_job, notify, progress_of, set_job
 from shared.logs import get_logger
-from shared.models import Chunk, ChunkStatus, Job, JobStatus, utcnow
+from shared.models import Chunk, ChunkStatus, Job, JobStatus, Upload, UploadStatus, utcnow
 from shared.storage import Storage, chunk_key, result_key
 from worker.plan import ChunkPlan
 
@@ -291,6 +291,30 @@ def sweep_stale() -> int:
         (queue.enqueue_join if stage == "joining" else queue.enqueue_plan)(job_id)
         requeued += 1
     return requeued
+
+
+def abort_abandoned_uploads(max_age: timedelta = timedelta(days=1)) -> int:
+    """Abort multipart uploads nobody finished (a client gone, an API killed mid-stream), so
+    their parts stop taking space; presigned uploads past their expiry are marked aborted."""
+    storage = Storage()
+    cutoff = utcnow() - max_age
+    aborted = 0
+    listed = storage.client.list_multipart_uploads(Bucket=storage.bucket)
+    for upload in listed.get("Uploads", []):
+        if upload["Initiated"] < cutoff:
+            storage.client.abort_multipart_upload(
+                Bucket=storage.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+            aborted += 1
+    with session_scope() as session:
+        session.execute(
+            update(Upload)
+            .where(Upload.status == UploadStatus.PENDING, Upload.expires_at < cutoff)
+            .values(status=UploadStatus.ABORTED)
+        )
+    if aborted:
+        log.info("uploads.aborted", count=aborted)
+    return aborted
 
 
 def _claim_chunk(session: Session, job_id: str, index: int) -> Chunk | None:
