@@ -1,0 +1,115 @@
+"""The motion interpolator on synthetic clips with known motion: quality, times, sizes, cuts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from worker.stages.interpolate import MotionInterpolator, get_interpolator
+
+H, W = 96, 128
+SQUARE = 32
+
+
+def texture(seed: int, h: int, w: int) -> np.ndarray:
+    """Smooth random colour texture (sum of upsampled noise octaves) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((3, h, w), np.float32)
+    for cells, gain in ((4, 0.5), (12, 0.3), (32, 0.2)):
+        noise = torch.from_numpy(rng.random((1, 3, cells, cells * w // h), dtype=np.float32))
+        image += gain * F.interpolate(noise, size=(h, w), mode="bicubic")[0].numpy()
+    return np.clip(image, 0.0, 1.0)
+
+
+BACKGROUND = texture(1, H + 40, W + 40)
+FOREGROUND = texture(2, SQUARE, SQUARE)
+
+
+def scene(t: float, square_speed: int = 8, pan: int = 4) -> torch.Tensor:
+    """Frame at time ``t``: a panning background and a square crossing it faster."""
+    bx = 20 + round(pan * t)
+    frame = BACKGROUND[:, 20:-20, bx : bx + W].copy()
+    x = 24 + round(square_speed * t)
+    frame[:, 32 : 32 + SQUARE, x : x + SQUARE] = FOREGROUND
+    return torch.from_numpy(frame).unsqueeze(0)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two frames in [0, 1]."""
+    return float(10 * torch.log10(1.0 / F.mse_loss(a, b)))
+
+
+@pytest.fixture(scope="module")
+def motion() -> MotionInterpolator:
+    """The interpolator on the CPU with default options."""
+    return MotionInterpolator(torch.device("cpu"))
+
+
+def test_midpoint_beats_blend_by_a_wide_margin(motion: MotionInterpolator) -> None:
+    f0, f1, truth = scene(0.0), scene(1.0), scene(0.5)
+    (ours,) = motion(f0, f1, f0, f1, [0.5])
+    blend = torch.lerp(f0, f1, 0.5)
+    assert ours.shape == truth.shape
+    assert psnr(ours, truth) > psnr(blend, truth) + 6.0
+    assert psnr(ours, truth) > 30.0
+
+
+def test_arbitrary_times_from_one_pair(motion: MotionInterpolator) -> None:
+    f0, f1 = scene(0.0), scene(1.0)
+    times = [0.25, 0.4, 0.75]
+    frames = motion(f0, f1, f0, f1, times)
+    assert len(frames) == len(times)
+    for t, frame in zip(times, frames, strict=True):
+        truth = scene(t)
+        assert psnr(frame, truth) > psnr(torch.lerp(f0, f1, t), truth) + 5.0
+
+
+def test_output_at_upscaled_resolution(motion: MotionInterpolator) -> None:
+    def up(frame: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(frame, scale_factor=2, mode="bilinear", align_corners=False)
+
+    f0, f1 = scene(0.0), scene(1.0)
+    (ours,) = motion(f0, f1, up(f0), up(f1), [0.5])
+    truth = up(scene(0.5))
+    assert ours.shape == (1, 3, 2 * H, 2 * W)
+    assert psnr(ours, truth) > psnr(torch.lerp(up(f0), up(f1), 0.5), truth) + 6.0
+
+
+def test_no_morph_across_a_cut() -> None:
+    f0 = scene(0.0)
+    f1 = torch.from_numpy(texture(7, H, W)).unsqueeze(0).flip(1) * 0.6
+    hold = MotionInterpolator(torch.device("cpu"), on_cut="hold")
+    for frame in hold(f0, f1, f0, f1, [0.2, 0.5, 0.9]):
+        assert torch.equal(frame, f0)
+    blend = MotionInterpolator(torch.device("cpu"), on_cut="blend")
+    (mid,) = blend(f0, f1, f0, f1, [0.5])
+    assert torch.allclose(mid, torch.lerp(f0, f1, 0.5))
+
+
+def test_registry_names_and_options() -> None:
+    cpu = torch.device("cpu")
+    assert get_interpolator("motion", cpu).name == "motion"
+    assert isinstance(get_interpolator("dain", cpu, on_cut="blend"), MotionInterpolator)
+    with pytest.raises(ValueError, match="on_cut"):
+        get_interpolator("motion", cpu, on_cut="morph")
+    f0, f1 = scene(0.0), scene(1.0)
+    assert get_interpolator("motion", cpu)(f0, f1, f0, f1, []) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda() -> None:
+    cuda = torch.device("cuda")
+    f0, f1, truth = scene(0.0), scene(1.0), scene(0.5)
+    (ours,) = MotionInterpolator(cuda)(f0, f1, f0.to(cuda), f1.to(cuda), [0.5])
+    assert ours.device.type == "cuda"
+    assert psnr(ours.cpu(), truth) > 30.0
+
+
+def test_half_precision_output_keeps_its_dtype() -> None:
+    f0, f1, truth = scene(0.0), scene(1.0), scene(0.5)
+    half = MotionInterpolator(torch.device("cpu"), torch.bfloat16)
+    (ours,) = half(f0, f1, f0.bfloat16(), f1.bfloat16(), [0.5])
+    assert ours.dtype == torch.bfloat16
+    assert psnr(ours.float(), truth) > psnr(torch.lerp(f0, f1, 0.5), truth) + 6.0

@@ -1,0 +1,123 @@
+"""Warping primitives in torch: backward warp, softmax forward splatting, hole filling.
+
+All work on (1, C, h, w) tensors on any device; flows are (1, 2, h, w) in pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy]).unsqueeze(0)
+
+
+def backwarp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``image`` at ``x + flow(x)`` (bilinear, edges clamped)."""
+    _, _, h, w = image.shape
+    pos = _base_grid(h, w, image.device, torch.float32) + flow.to(torch.float32)
+    # grid_sample wants (x, y) in [-1, 1] with -1/1 on the outer pixel centres.
+    gx = pos[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
+    gy = pos[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    # Half-precision grids are off by up to a third of a pixel at 1280 px, so sample in fp32.
+    source = image if image.dtype == torch.float64 else image.to(torch.float32)
+    warped = F.grid_sample(
+        source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True
+    )
+    return warped.to(image.dtype)
+
+
+def softsplat(
+    values: torch.Tensor, flow: torch.Tensor, metric: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward-splat ``values`` along ``flow`` with bilinear footprints weighted by exp(metric).
+
+    Returns the weighted sums (1, C, h, w) and the summed weights (1, 1, h, w); divide one by
+    the other (or use ``fill_holes``) for the splatted values. Where several pixels collide
+    the one with the larger ``metric`` dominates, which is how the nearer surface wins
+    without a depth map.
+    """
+    _, c, h, w = values.shape
+    device, dtype = values.device, values.dtype
+    pos = _base_grid(h, w, device, dtype) + flow.to(dtype)
+    x, y = pos[0, 0].reshape(-1), pos[0, 1].reshape(-1)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    # No shift by the max: two splats to one target must share a scale to be summed. The
+    # clamp only guards exp() against overflow.
+    weight = torch.exp(metric.reshape(-1).to(dtype).clamp(max=50.0))
+    payload = torch.cat([values.reshape(c, -1) * weight, weight[None]])
+    indices, bilinears = [], []
+    for dx, dy, bil in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        xi, yi = (x0 + dx).long(), (y0 + dy).long()
+        # Off-image targets go to a spare slot past the end instead of being masked out, so
+        # every corner is one fixed-size scatter (scatter_add_ is the fast path on CPU and GPU).
+        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        indices.append(torch.where(inside, yi * w + xi, h * w))
+        bilinears.append(bil)
+    index = torch.cat(indices).expand(c + 1, -1)
+    contributions = payload.repeat(1, 4) * torch.cat(bilinears)
+    acc = torch.zeros(c + 1, h * w + 1, device=device, dtype=dtype)
+    acc.scatter_add_(1, index, contributions)
+    acc = acc[:, :-1].reshape(1, c + 1, h, w)
+    return acc[:, :c], acc[:, c:]
+
+
+def fill_holes(total: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Normalise splatted sums, filling empty pixels from coarser levels (push-pull)."""
+    levels: list[tuple[torch.Tensor, torch.Tensor]] = []
+    # Cap the weight at 1 so dense regions do not swamp their sparse neighbours when pooled.
+    value = total / weight.clamp_min(eps)
+    confidence = weight.clamp(0.0, 1.0)
+    while True:
+        levels.append((value, confidence))
+        h, w = value.shape[-2:]
+        if min(h, w) <= 2 or bool((confidence > eps).all()):
+            break
+        pooled_sum = F.avg_pool2d(value * confidence, 2, ceil_mode=True)
+        pooled_conf = F.avg_pool2d(confidence, 2, ceil_mode=True)
+        value = pooled_sum / pooled_conf.clamp_min(eps)
+        confidence = pooled_conf.clamp(0.0, 1.0)
+    filled, _ = levels[-1]
+    for value, confidence in reversed(levels[:-1]):
+        coarse = F.interpolate(filled, size=value.shape[-2:], mode="bilinear", align_corners=False)
+        filled = confidence * value + (1.0 - confidence) * coarse
+    return filled
+
+
+def choose_motion(
+    frame0: torch.Tensor,
+    frame1: torch.Tensor,
+    candidates: list[torch.Tensor],
+    t: float,
+    radius: int = 2,
+) -> torch.Tensor:
+    """Per pixel, the candidate motion (frame 0 -> 1 terms) whose two warps to ``t`` agree best.
+
+    Agreement is the absolute difference of ``frame0`` warped back along ``-t * motion`` and
+    ``frame1`` warped along ``(1 - t) * motion``, averaged over a (2 * radius + 1)² window so a
+    choice is made per patch, not per noisy pixel. Ties go to the earlier candidate.
+    """
+    errors = []
+    for motion in candidates:
+        diff = (backwarp(frame0, motion * -t) - backwarp(frame1, motion * (1.0 - t))).abs()
+        errors.append(diff.mean(1, keepdim=True))
+    window = 2 * radius + 1
+    error = F.avg_pool2d(torch.cat(errors, 1), window, 1, radius, count_include_pad=False)
+    # A running minimum: argmin over a short channel axis is a slow path on CPU.
+    best_error, best = error[:, :1], candidates[0]
+    for i in range(1, len(candidates)):
+        better = error[:, i : i + 1] < best_error
+        best_error = torch.where(better, error[:, i : i + 1], best_error)
+        best = torch.where(better, candidates[i], best)
+    return best
