@@ -1,0 +1,85 @@
+"""Load a catalogue network once per process, keyed by (file, device, dtype)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shared.errors import ModelUnavailable
+from worker.models.catalog import ModelSpec, Variant
+from worker.models.ncnn_graph import NcnnGraph
+from worker.models.store import FETCH_HINT, verify_files
+
+
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """A ready network and what the tiler needs to know to feed it."""
+
+    # What to call: the graph, or its torch.compile wrapper.
+    module: torch.nn.Module
+    # The graph itself, for calls that pass pooled statistics (never compiled).
+    graph: NcnnGraph
+    variant: Variant
+    # Elements alive at peak per input pixel (fp32 equivalents), for sizing tiles.
+    elements_per_pixel: float
+
+
+_lock = threading.Lock()
+_cache: dict[tuple[Path, str, str, torch.dtype, bool], LoadedNetwork] = {}
+
+
+def load_network(
+    models_dir: Path,
+    spec: ModelSpec,
+    variant: Variant,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+) -> LoadedNetwork:
+    """The network for ``variant``, loaded and checksummed on first use, then cached."""
+    key = (models_dir.resolve(), variant.stem, str(device), dtype, compile)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _load(models_dir, spec, variant, device, dtype, compile)
+        return _cache[key]
+
+
+def clear_cache() -> None:
+    """Forget every loaded network (tests, or to free memory)."""
+    with _lock:
+        _cache.clear()
+
+
+def _load(
+    models_dir: Path,
+    spec: ModelSpec,
+    variant: Variant,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile: bool,
+) -> LoadedNetwork:
+    files = [variant.stem + ".param", variant.stem + ".bin"]
+    if not models_dir.is_dir():
+        raise ModelUnavailable(
+            f"no models directory at {models_dir} (model {spec.name}); {FETCH_HINT}"
+        )
+    verify_files(models_dir, files)
+    graph = NcnnGraph.from_files(models_dir / files[0], models_dir / files[1])
+    probe = 64
+    per_pixel = graph.peak_elements(probe, probe) / (probe * probe)
+    graph = graph.eval().requires_grad_(False).to(device)
+    graph = graph.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if dtype != torch.float32:
+        # Cast once here: autocast re-casts weights that need no grad on every call
+        # (15 % of a waifu2x tile on CPU).
+        graph.convs.to(dtype)
+        graph.linears.to(dtype)
+    module: torch.nn.Module = graph
+    if compile:
+        # Freezing lets Inductor pre-pack the conv weights for oneDNN and fuse the
+        # activations into them; tiles share a few shapes, so static shapes suffice.
+        module = torch.compile(graph, options={"freezing": True})  # type: ignore[assignment]
+    return LoadedNetwork(module, graph, variant, per_pixel)
