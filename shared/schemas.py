@@ -20,12 +20,13 @@ UPSCALERS = (
     "detailed",
     "waifu2x-photo",
     "waifu2x-anime",
+    "waifu2x-cunet",
     "realcugan",
     "realesrgan-x4plus",
     "realesrgan-x4plus-anime",
     "realesr-animevideov3",
 )
-INTERPOLATORS = ("motion", "blend", "repeat")
+INTERPOLATORS = ("motion", "dain", "blend", "repeat")
 CODECS = ("h264", "h265", "ffv1", "prores")
 CONTAINERS = ("mp4", "mkv", "mov")
 
@@ -54,6 +55,9 @@ class JobOptions(BaseModel):
     )
     upscaler: str = Field("faithful", description=f"One of: {', '.join(UPSCALERS)}.")
     interpolator: str = Field("motion", description=f"One of: {', '.join(INTERPOLATORS)}.")
+    denoise: int | None = Field(
+        None, ge=-1, le=3, description="Upscaler denoise level, -1 (none) to 3 (strong)."
+    )
     codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
     container: Literal["mp4", "mkv", "mov"] | None = Field(
         None, description="Output container (default: mp4, or mkv for ffv1)."

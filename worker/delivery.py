@@ -64,12 +64,8 @@ def deliver(event_id: str) -> Outcome:
     latency = (time.perf_counter() - started) * 1000
     if status_code is not None and 200 <= status_code < 300:
         outcome = Outcome.DELIVERED
-    elif (
-        (status_code is None
-        and error
-        and "private address" not in error)
-        or (status_code is not None
-        and status_code >= 500)
+    elif (status_code is None and error and "private address" not in error) or (
+        status_code is not None and status_code >= 500
     ):
         last = attempts + 1 >= settings.webhook_max_attempts
         outcome = Outcome.FAILED if last else Outcome.RETRY

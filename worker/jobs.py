@@ -149,6 +149,7 @@ def plan_job(job_id: str) -> None:
             info = probe(source)
             resolve_target(info, options)
             plans = plan_file(source, options.chunk_seconds)
+            cadence = sample_cadence(source, info)
         except InvalidInput as err:
             fail_job(job_id, str(err))
             return
@@ -171,7 +172,7 @@ def plan_job(job_id: str) -> None:
                 session,
                 job_id,
                 ACTIVE,
-                probe=jsonable(info),
+                probe={**jsonable(info), "cadence": cadence},
                 chunks_total=len(plans),
                 frames_total=expected_frames(plans, fps),
                 timings={"plan": round(time.perf_counter() - started, 3)},
@@ -194,6 +195,27 @@ def plan_job(job_id: str) -> None:
             return
     # Every chunk may already be done (a re-plan, or chunks faster than this function).
     maybe_join(job_id)
+
+
+CADENCE_SAMPLE_FRAMES = 240
+
+
+def sample_cadence(source: Path, info: Any) -> dict[str, Any]:
+    """The film's original cadence, from repeated frames in its first few seconds (old films
+    transferred at 24/25/30 fps repeat frames of a 16–18 fps original)."""
+    from itertools import islice
+
+    from worker.media.decode import decode_range
+    from worker.stages.cadence import detect_cadence, thumbnail
+
+    thumbs = [thumbnail(f.image) for f in islice(decode_range(source, info), CADENCE_SAMPLE_FRAMES)]
+    found = detect_cadence(thumbs, float(info.fps))
+    return {
+        "original_fps": round(found.original_fps, 3),
+        "pattern": found.pattern,
+        "repeated_frames": sum(found.repeats),
+        "sampled_frames": len(thumbs),
+    }
 
 
 def chunk_output_frames(plan: ChunkPlan, fps: Fraction | None) -> int:

@@ -63,8 +63,10 @@ class Options:
     height: int | None = None
     # A target rate such as "60", "59.94" or "30000/1001"; None keeps the source's timing.
     fps: str | None = None
-    upscaler: str = "lanczos"
-    interpolator: str = "blend"
+    upscaler: str = "faithful"
+    interpolator: str = "motion"
+    # Denoise level for upscalers that have one (-1 none … 3 strong; old film is grainy).
+    denoise: int | None = None
     codec: str = "h264"
     crf: int | None = None
     preset: str = "medium"
@@ -248,7 +250,10 @@ def process_chunk(
     target = resolve_target(info, options)
     output = Path(output)
     result = ChunkResult(index=plan.index, path=str(output))
-    upscaler = get_upscaler(options.upscaler, device)
+    extra: dict[str, object] = {"bit_depth": info.bit_depth}
+    if options.denoise is not None:
+        extra["denoise"] = options.denoise
+    upscaler = get_upscaler(options.upscaler, device, torch.float32, **extra)
     interpolator = get_interpolator(options.interpolator, device) if target.fps else None
     tb = plan.time_base
     film_start = plan.film_start_pts * tb

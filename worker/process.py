@@ -20,8 +20,24 @@ import click
 @click.option(
     "--fps", help="Target frame rate: 60, 59.94, 50, 30000/1001… (default: source timing)."
 )
-@click.option("--upscaler", default="lanczos", show_default=True, help="Upscaler name.")
-@click.option("--interpolator", default="blend", show_default=True, help="Interpolator name.")
+@click.option(
+    "--upscaler",
+    default="faithful",
+    show_default=True,
+    help="faithful (waifu2x photo), detailed (Real-ESRGAN x4plus), a model name, or "
+    "lanczos (classical baseline).",
+)
+@click.option(
+    "--interpolator",
+    default="motion",
+    show_default=True,
+    help="motion (flow + occlusion-aware splatting), or blend / repeat (baselines).",
+)
+@click.option(
+    "--denoise",
+    type=click.IntRange(-1, 3),
+    help="Denoise level of the upscaler (-1 none … 3 strong).",
+)
 @click.option(
     "--codec",
     type=click.Choice(["h264", "h265", "ffv1", "prores"]),
@@ -59,6 +75,7 @@ def process(
     fps: str | None,
     upscaler: str,
     interpolator: str,
+    denoise: int | None,
     codec: str,
     crf: int | None,
     preset: str,
@@ -92,6 +109,7 @@ def process(
         fps=fps,
         upscaler=upscaler,
         interpolator=interpolator,
+        denoise=denoise,
         codec=codec,
         crf=crf,
         preset=preset,

@@ -19,6 +19,7 @@ from shared.models import Chunk, ChunkStatus
 from shared.storage import Storage
 from tests.clips import make_clip
 from tests.conftest import run_cli, wait_job
+from tests.models_fixture import real_models_dir
 
 FAST = {"upscaler": "lanczos", "interpolator": "blend"}
 
@@ -364,3 +365,20 @@ def test_metrics_are_prometheus_text(api_url: str) -> None:
     response = httpx.get(f"{api_url}/metrics")
     assert response.status_code == 200
     assert "lumiere_http_requests_total" in response.text
+
+
+def test_the_default_ai_stages_run_in_the_workers(client: httpx.Client, tmp_path: Path) -> None:
+    # No upscaler or interpolator named: the job runs waifu2x (faithful) and the motion
+    # interpolator with the real weights, in the real worker process.
+    real_models_dir()
+    clip = make_clip(tmp_path / "a.mp4", width=48, height=32, fps=12, seconds=1, audio="aac")
+    with clip.path.open("rb") as f:
+        created = client.post(
+            "/v1/jobs", files={"file": ("a.mp4", f)}, data={"scale": "2", "fps": "24"}
+        )
+    assert created.json()["options"]["upscaler"] == "faithful"
+    job = wait_job(client, created.json()["id"], timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    result = _probe(_download(client, job["id"], tmp_path / "out.mp4"))
+    assert (result["width"], result["height"], result["frames"]) == (96, 64, 24)
+    assert job["input"]["probe"]["cadence"]["sampled_frames"] == 12

@@ -26,6 +26,9 @@ CASES = [
     ("prores", "mkv", None, 10),
 ]
 
+# The classical stages: these tests are about the media plumbing, not the networks.
+FAST = {"upscaler": "lanczos", "interpolator": "blend"}
+
 
 @pytest.mark.parametrize(("codec", "container", "fps", "depth"), CASES)
 def test_output_codec_format_and_timestamps(
@@ -42,7 +45,7 @@ def test_output_codec_format_and_timestamps(
         sar=Fraction(16, 15),
     )
     out = tmp_path / f"out.{container}"
-    options = Options(scale=2, fps=fps, codec=codec, preset="ultrafast", chunk_seconds=1)
+    options = Options(**FAST, scale=2, fps=fps, codec=codec, preset="ultrafast", chunk_seconds=1)
     process_file(source.path, out, options)
     info = probe(out)
     assert info.codec == {"h264": "h264", "h265": "hevc", "ffv1": "ffv1", "prores": "prores"}[codec]
@@ -74,7 +77,7 @@ def test_output_codec_format_and_timestamps(
 def test_h265_in_mp4_is_tagged_for_apple_players(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mp4", seconds=0.3)
     out = tmp_path / "out.mp4"
-    process_file(source.path, out, Options(codec="h265", preset="ultrafast"))
+    process_file(source.path, out, Options(**FAST, codec="h265", preset="ultrafast"))
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.codec_tag == "hvc1"
 
@@ -84,7 +87,7 @@ def test_crf_changes_the_size(tmp_path: Path) -> None:
     sizes = []
     for crf in (12, 40):
         out = tmp_path / f"crf{crf}.mp4"
-        process_file(source.path, out, Options(crf=crf, preset="ultrafast", audio="none"))
+        process_file(source.path, out, Options(**FAST, crf=crf, preset="ultrafast", audio="none"))
         sizes.append(out.stat().st_size)
     assert sizes[0] > sizes[1] * 1.5
 

@@ -16,6 +16,9 @@ from worker.media.probe import probe
 from worker.pipeline import Options, join_chunks, plan_file, process_chunk, process_file
 from worker.plan import ChunkPlan
 
+# The classical stages: these tests are about the media plumbing, not the networks.
+FAST = {"upscaler": "lanczos", "interpolator": "blend"}
+
 
 def packets(path: Path, kind: str = "video", index: int = 0) -> list[bytes]:
     """Payloads of one stream's packets, in file order."""
@@ -41,7 +44,9 @@ def test_chunked_output_equals_the_unchunked_run(
     for seconds in (1.0, 100.0):
         out = tmp_path / f"out{seconds:g}.mkv"
         # FFV1 is lossless: any missing, doubled or misplaced frame shows in the pixels.
-        result = process_file(clip.path, out, Options(fps=fps, codec="ffv1", chunk_seconds=seconds))
+        result = process_file(
+            clip.path, out, Options(**FAST, fps=fps, codec="ffv1", chunk_seconds=seconds)
+        )
         runs[seconds] = (out, len(result.chunks))
     (chunked, n), (whole, one) = runs[1.0], runs[100.0]
     assert n >= 3 and one == 1
@@ -54,7 +59,7 @@ def test_chunked_output_equals_the_unchunked_run(
 
 def test_tasks_can_run_chunks_in_any_order_and_join_by_copy(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "in.mp4", seconds=3.0, audio="aac")
-    options = Options(scale=2, fps="50", preset="ultrafast", chunk_seconds=1.0)
+    options = Options(**FAST, scale=2, fps="50", preset="ultrafast", chunk_seconds=1.0)
     # What a task receives: plans and options as JSON.
     plans = [
         ChunkPlan.from_dict(json.loads(json.dumps(asdict(p)))) for p in plan_file(clip.path, 1.0)
@@ -77,7 +82,7 @@ def test_tasks_can_run_chunks_in_any_order_and_join_by_copy(tmp_path: Path) -> N
 def test_source_audio_is_copied_when_the_container_takes_it(tmp_path: Path, container: str) -> None:
     clip = make_clip(tmp_path / "in.mp4", seconds=2.0, audio="aac", audio_streams=2)
     out = tmp_path / f"out.{container}"
-    process_file(clip.path, out, Options(fps="25", preset="ultrafast", chunk_seconds=1))
+    process_file(clip.path, out, Options(**FAST, fps="25", preset="ultrafast", chunk_seconds=1))
     assert [a.codec for a in probe(out).audio] == ["aac", "aac"]
     for k in range(2):
         with av.open(str(clip.path)) as source:
@@ -105,7 +110,9 @@ def test_audio_stays_in_sync_to_the_last_frame(
     clip = make_clip(tmp_path / source, codec=vcodec, seconds=2.3, audio=audio)
     out = tmp_path / output
     process_file(
-        clip.path, out, Options(fps="59.94", codec=codec, preset="ultrafast", chunk_seconds=1)
+        clip.path,
+        out,
+        Options(**FAST, fps="59.94", codec=codec, preset="ultrafast", chunk_seconds=1),
     )
     info = probe(out)
     assert [a.codec for a in info.audio] == [expect]
@@ -120,7 +127,9 @@ def test_a_soundtrack_replaces_or_joins_the_sound(tmp_path: Path) -> None:
     long_track = make_audio(tmp_path / "score.wav", seconds=3.5, sample_rate=44100)
     out = tmp_path / "sound.mp4"
     process_file(
-        clip.path, out, Options(audio="replace", audio_file=str(long_track), preset="ultrafast")
+        clip.path,
+        out,
+        Options(**FAST, audio="replace", audio_file=str(long_track), preset="ultrafast"),
     )
     info = probe(out)
     assert [(a.codec, a.sample_rate) for a in info.audio] == [("aac", 44100)]
@@ -131,7 +140,9 @@ def test_a_soundtrack_replaces_or_joins_the_sound(tmp_path: Path) -> None:
     voiced = make_clip(tmp_path / "voiced.mkv", seconds=2.0, audio="flac")
     short = make_audio(tmp_path / "short.flac", codec="flac", seconds=1.0)
     out = tmp_path / "both.mkv"
-    process_file(voiced.path, out, Options(audio="add", audio_file=str(short), preset="ultrafast"))
+    process_file(
+        voiced.path, out, Options(**FAST, audio="add", audio_file=str(short), preset="ultrafast")
+    )
     assert [a.codec for a in probe(out).audio] == ["flac", "flac"]
     spans = audio_spans(out)
     assert abs(spans[0][1] - 2) < Fraction(1, 24)

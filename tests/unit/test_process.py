@@ -10,6 +10,7 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 from click.testing import CliRunner
 
@@ -22,9 +23,13 @@ from tests.clips import (
     make_odd_stream,
     video_end,
 )
+from tests.models_fixture import real_models_dir
 from worker.media.probe import ColorTags, MediaInfo, probe
 from worker.pipeline import Options, process_file, resolve_target
 from worker.process import process
+
+# The classical stages: these tests are about the media plumbing, not the networks.
+FAST = {"upscaler": "lanczos", "interpolator": "blend"}
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -33,10 +38,33 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def run_cli(*args: object) -> tuple[int, str]:
-    """Invoke the command as a user would; returns (exit code, everything printed)."""
-    result = CliRunner().invoke(process, [str(a) for a in args])
+def run_cli(*args: object, classical: bool = True) -> tuple[int, str]:
+    """Invoke the command as a user would; returns (exit code, everything printed).
+
+    ``classical`` picks the Lanczos/blend baselines unless the test names its own stages:
+    these tests are about the plumbing; test_process_defaults_to_the_ai_stages runs the
+    networks."""
+    argv = [str(a) for a in args]
+    if classical and "--upscaler" not in argv:
+        argv += ["--upscaler", "lanczos"]
+    if classical and "--interpolator" not in argv:
+        argv += ["--interpolator", "blend"]
+    result = CliRunner().invoke(process, argv)
     return result.exit_code, result.output
+
+
+def test_process_defaults_to_the_ai_stages(tmp_path: Path) -> None:
+    real_models_dir()
+    clip = make_clip(tmp_path / "film.mp4", seconds=0.5, width=48, height=32, fps=12)
+    out = tmp_path / "restored.mp4"
+    code, text = run_cli(clip.path, out, "--scale", "2", "--fps", "24", classical=False)
+    assert code == 0, text
+    with av.open(str(out)) as container:
+        video = container.streams.video[0]
+        assert (video.width, video.height) == (96, 64)
+        assert sum(1 for _ in container.decode(video)) == 12
+    help_text = CliRunner().invoke(process, ["--help"]).output
+    assert "[default: faithful]" in help_text and "[default: motion]" in help_text
 
 
 def test_process_upscales_interpolates_and_keeps_sound(tmp_path: Path) -> None:
@@ -158,7 +186,7 @@ def test_progress_counts_up_and_can_cancel(tmp_path: Path) -> None:
     result = process_file(
         clip.path,
         tmp_path / "out.mp4",
-        Options(fps="30", preset="ultrafast", chunk_seconds=1),
+        Options(**FAST, fps="30", preset="ultrafast", chunk_seconds=1),
         on_progress=seen.append,
     )
     assert seen == sorted(seen) and seen[-1] == result.frames_out == 75
@@ -171,7 +199,7 @@ def test_progress_counts_up_and_can_cancel(tmp_path: Path) -> None:
         process_file(
             clip.path,
             tmp_path / "never.mp4",
-            Options(fps="30", preset="ultrafast", chunk_seconds=1),
+            Options(**FAST, fps="30", preset="ultrafast", chunk_seconds=1),
             on_progress=stop,
         )
     # Nothing half-written is left behind: no output, no chunk folder, no partial file.
@@ -182,8 +210,8 @@ PEAK = textwrap.dedent(
     """
     import resource, sys
     from worker.pipeline import Options, process_file
-    process_file(sys.argv[1], sys.argv[2], Options(scale=2, fps="48", preset="ultrafast",
-                 chunk_seconds=2))
+    process_file(sys.argv[1], sys.argv[2], Options(upscaler="lanczos", interpolator="blend",
+                 scale=2, fps="48", preset="ultrafast", chunk_seconds=2))
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """
 )
@@ -233,14 +261,19 @@ def fake_info(width: int, height: int, **changes: object) -> MediaInfo:
 @pytest.mark.parametrize(
     ("info", "options", "size", "sar"),
     [
-        (fake_info(65, 49), Options(scale=2), (130, 98), Fraction(1)),
-        (fake_info(65, 49), Options(), (64, 48), Fraction(65 * 48, 49 * 64)),
-        (fake_info(65, 49), Options(codec="ffv1"), (65, 49), Fraction(1)),
-        (fake_info(720, 480, sar=Fraction(8, 9)), Options(scale=2), (1440, 960), Fraction(8, 9)),
+        (fake_info(65, 49), Options(**FAST, scale=2), (130, 98), Fraction(1)),
+        (fake_info(65, 49), Options(**FAST), (64, 48), Fraction(65 * 48, 49 * 64)),
+        (fake_info(65, 49), Options(**FAST, codec="ffv1"), (65, 49), Fraction(1)),
+        (
+            fake_info(720, 480, sar=Fraction(8, 9)),
+            Options(**FAST, scale=2),
+            (1440, 960),
+            Fraction(8, 9),
+        ),
         # A non-uniform size keeps the shape the viewer sees by changing the pixel aspect.
-        (fake_info(640, 480), Options(width=1280, height=720), (1280, 720), Fraction(3, 4)),
-        (fake_info(640, 480), Options(width=1000), (1000, 750), Fraction(1)),
-        (fake_info(640, 480, rotation=90), Options(height=1280), (960, 1280), Fraction(1)),
+        (fake_info(640, 480), Options(**FAST, width=1280, height=720), (1280, 720), Fraction(3, 4)),
+        (fake_info(640, 480), Options(**FAST, width=1000), (1000, 750), Fraction(1)),
+        (fake_info(640, 480, rotation=90), Options(**FAST, height=1280), (960, 1280), Fraction(1)),
     ],
 )
 def test_output_size_and_aspect(

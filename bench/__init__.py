@@ -1,0 +1,1 @@
+"""Benchmarks: each prints our figures beside the peers' measured in the same run."""
