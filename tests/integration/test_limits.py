@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import httpx
 
+from shared.config import Settings
 from shared.local_services import free_port
 from shared.stack import api_argv
-from tests.conftest import Processes, wait_http
+from tests.conftest import Processes, make_key, wait_http
 
 
 def test_a_key_over_its_rate_limit_gets_429(
-    service_env: dict[str, str], processes: Processes, api_key: str, other_key: str
+    service_env: dict[str, str], processes: Processes, settings: Settings
 ) -> None:
+    # Fresh keys: the count is per key across every API process, in Redis.
+    api_key, other_key = make_key(settings, "limited"), make_key(settings, "unlimited")
     env = {**service_env, "LUMIERE_RATE_LIMIT_PER_MINUTE": "5"}
     port = free_port()
     proc = processes.start(api_argv("127.0.0.1", port), env, "api-limited.log")
