@@ -92,7 +92,13 @@ def pipeline_options(job: Job, audio_path: Path | None) -> Any:
 
 def resource_error(err: BaseException) -> str | None:
     """A reason users can act on when this worker ran out of disk or memory, else ``None``."""
-    if isinstance(err, MemoryError):
+    # torch reports a failed CPU allocation as a RuntimeError, and a CUDA one (after the
+    # upscaler's smaller-tile retries) as torch.cuda.OutOfMemoryError, a RuntimeError too.
+    out_of_memory = isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError)
+        and ("can't allocate memory" in str(err) or "out of memory" in str(err).lower())
+    )
+    if out_of_memory:
         return "the worker ran out of memory: try a smaller scale, or a machine with more memory"
     if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return (
@@ -453,7 +459,7 @@ def run_chunk(job_id: str, index: int) -> None:
     except LumiereError as err:
         fail_chunk(job_id, index, str(err))
         return
-    except (OSError, MemoryError) as err:
+    except (OSError, MemoryError, RuntimeError) as err:
         reason = resource_error(err)
         if reason is None:
             release_chunk(job_id, index)
@@ -591,7 +597,7 @@ def join_job(job_id: str) -> None:
     except LumiereError as err:
         fail_job(job_id, f"joining: {err}")
         return
-    except (OSError, MemoryError) as err:
+    except (OSError, MemoryError, RuntimeError) as err:
         reason = resource_error(err)
         if reason is None:
             raise
