@@ -6,6 +6,7 @@ Nothing here mocks the database, the broker or the store, and Celery never runs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -118,6 +119,20 @@ def wait_http(url: str, timeout: float = 60) -> httpx.Response:
             last = err
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
+
+
+@contextlib.contextmanager
+def extra_api(processes: Processes, env: dict[str, str], log_name: str) -> Iterator[str]:
+    """Another API process with its own settings (``env``) for one test; yields its URL."""
+    port = free_port()
+    proc = processes.start(api_argv("127.0.0.1", port), env, log_name)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture(scope="session")

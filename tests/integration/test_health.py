@@ -6,6 +6,8 @@ import httpx
 
 from shared.celery_app import create_celery
 from shared.config import Settings
+from shared.local_services import free_port
+from tests.conftest import Processes, extra_api
 
 
 def test_healthz_reports_every_dependency(api_url: str, worker: str) -> None:
@@ -35,24 +37,14 @@ def test_a_real_worker_runs_a_task_through_redis(settings: Settings, worker: str
 
 
 def test_readyz_names_the_dependency_that_is_down(
-    api_url: str, service_env: dict[str, str], processes
+    service_env: dict[str, str], processes: Processes
 ) -> None:
-    # A second API process pointed at a Redis port where nothing listens.
-    from shared.local_services import free_port
-    from shared.stack import api_argv
-    from tests.conftest import wait_http
-
+    # An API process pointed at a Redis port where nothing listens.
     env = {**service_env, "LUMIERE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    port = free_port()
-    proc = processes.start(api_argv("127.0.0.1", port), env, "api-no-redis.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    with extra_api(processes, env, "api-no-redis.log") as base:
+        response = httpx.get(f"{base}/readyz", timeout=10)
         assert response.status_code == 503
         assert response.json()["down"] == ["redis"]
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
+        health = httpx.get(f"{base}/healthz", timeout=10).json()
         assert health["status"] == "degraded"
         assert health["dependencies"]["database"]["ok"] is True
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import httpx
 
 from shared.config import Settings
-from shared.local_services import free_port
-from shared.stack import api_argv
-from tests.conftest import Processes, make_key, wait_http
+from tests.conftest import Processes, extra_api, make_key
 
 
 def test_a_key_over_its_rate_limit_gets_429(
@@ -16,11 +14,7 @@ def test_a_key_over_its_rate_limit_gets_429(
     # Fresh keys: the count is per key across every API process, in Redis.
     api_key, other_key = make_key(settings, "limited"), make_key(settings, "unlimited")
     env = {**service_env, "LUMIERE_RATE_LIMIT_PER_MINUTE": "5"}
-    port = free_port()
-    proc = processes.start(api_argv("127.0.0.1", port), env, "api-limited.log")
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz")
+    with extra_api(processes, env, "api-limited.log") as base:
         mine = {"Authorization": f"Bearer {api_key}"}
         responses = [httpx.get(f"{base}/v1/jobs", headers=mine) for _ in range(12)]
         codes = [r.status_code for r in responses]
@@ -32,6 +26,3 @@ def test_a_key_over_its_rate_limit_gets_429(
         # Another key has a budget of its own.
         other = httpx.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {other_key}"})
         assert other.status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
