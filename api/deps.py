@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,8 +27,11 @@ class Unauthorized(LumiereError):
     """No API key, or one we don't know."""
 
 
-def get_db() -> Iterator[Session]:
-    """A session per request, committed by the service functions that write."""
+async def get_db() -> AsyncIterator[Session]:
+    """A session per request, committed by the service functions that write.
+
+    Async so that closing it needs no worker thread: with every thread busy waiting for a
+    pooled connection, a teardown that waits for a thread would never give one back."""
     session = session_factory()()
     try:
         yield session
@@ -86,6 +89,8 @@ def get_api_key(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
     key = authenticate(session, credentials.credentials)
+    # Give the connection back now: a long upload must not hold one for its whole length.
+    session.commit()
     if key is None:
         raise Unauthorized("unknown or revoked API key")
     request.state.api_key_id = key.id

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import RateLimited, Unauthorized
@@ -16,6 +24,9 @@ from shared import errors
 from shared.logs import get_logger
 
 log = get_logger(__name__)
+
+# Store errors that mean "down or unreachable, retry later" (the rest are 502s).
+STORE_DOWN = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 
 STATUS: dict[type[errors.LumiereError], int] = {
     PayloadTooLarge: 413,
@@ -75,9 +86,23 @@ def install(app: FastAPI) -> None:
         return problem(err.status_code, str(err.detail))
 
     @app.exception_handler(BotoCoreError)
-    async def store_down(request: Request, err: BotoCoreError) -> JSONResponse:
-        log.warning("storage.unavailable", error=str(err)[:200])
-        return problem(503, "Service unavailable", "the object store is unreachable; retry shortly")
+    async def store_error(request: Request, err: BotoCoreError) -> JSONResponse:
+        if isinstance(err, STORE_DOWN):
+            log.warning("storage.unavailable", error=str(err)[:200])
+            return problem(503, "Service unavailable", "the object store is unreachable; retry")
+        log.error("storage.error", error=str(err)[:300])
+        return problem(502, "Bad gateway", "the object store could not handle the request")
+
+    @app.exception_handler(ClientError)
+    async def store_refused(request: Request, err: ClientError) -> JSONResponse:
+        code = err.response.get("Error", {}).get("Code", "")
+        log.error("storage.refused", code=code)
+        return problem(502, "Bad gateway", f"the object store refused the request ({code})")
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, err: PoolTimeout) -> JSONResponse:
+        log.warning("database.busy", error=str(err)[:200])
+        return problem(503, "Service unavailable", "the database is busy; retry shortly")
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, err: OperationalError) -> JSONResponse:

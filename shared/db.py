@@ -18,12 +18,13 @@ def get_engine(url: str | None = None) -> Engine:
     url = url or get_settings().database_url
     if not url:
         raise RuntimeError("LUMIERE_DATABASE_URL is not set (`lumiere up` sets it for you)")
+    # Room for every request thread of an API process (anyio's default limit is 40).
     if url not in _ENGINES:
         _ENGINES[url] = create_engine(
             url,
             pool_pre_ping=True,
             pool_size=10,
-            max_overflow=20,
+            max_overflow=40,
             connect_args={"connect_timeout": 5},
         )
     return _ENGINES[url]

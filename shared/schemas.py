@@ -198,7 +198,12 @@ class UploadCreate(BaseModel):
 
     filename: str = Field(min_length=1, max_length=255)
     size: int = Field(gt=0, description="Exact size in bytes.")
-    content_type: str = Field("application/octet-stream", max_length=100)
+    content_type: str = Field(
+        "application/octet-stream",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
+        description="A MIME type such as video/mp4.",
+    )
 
 
 class UploadPart(BaseModel):

@@ -36,7 +36,7 @@ async def job_events(
     job_id: str, request: Request, key: KeyDep, session: SessionDep
 ) -> StreamingResponse:
     """Stream the job as it changes (`event: job`, data = the job); ends when it finishes."""
-    service.get_job(session, key, job_id)  # 404 before the stream starts
+    await run_in_threadpool(service.get_job, session, key, job_id)  # 404 before streaming
     base = str(request.base_url).rstrip("/")
 
     def load() -> JobPublic:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep
 from api.services import jobs as service
-from api.upload_stream import stream_form_to_s3
+from api.upload_stream import StreamedForm, stream_form_to_s3
 from shared.errors import InvalidInput
-from shared.models import JobStatus, new_id
+from shared.models import ApiKey, JobStatus, new_id
 from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
-from shared.storage import input_key
+from shared.storage import Storage, input_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -63,6 +66,9 @@ async def create_job(
 ) -> JobPublic:
     """Submit a film: multipart (`curl -F file=@film.mp4 -F scale=2`), streamed to the store,
     or JSON naming a completed upload (`{"upload_id": …, "scale": 2}`)."""
+    # Database and store calls are blocking: they run in the threadpool, never on the event
+    # loop (one blocked loop would stall every request of this process).
+    base = _base(request)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
@@ -73,8 +79,7 @@ async def create_job(
                     f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors()
                 )
             ) from None
-        job = service.create_job_from_uploads(session, key, body, storage)
-        return service.public(session, job, _base(request))
+        return await run_in_threadpool(_from_uploads, session, key, body, storage, base)
 
     job_id = new_id()
     keys = {"file": input_key(job_id), "audio": f"jobs/{job_id}/audio"}
@@ -82,25 +87,39 @@ async def create_job(
         request, storage, keys, settings.upload_part_bytes, settings.max_upload_bytes
     )
     try:
-        film = form.files.get("file")
-        if film is None:
-            raise InvalidInput("no film: send it as the 'file' field (curl -F file=@film.mp4)")
-        options = service.parse_form_options(form.fields)
-        audio = form.files.get("audio")
-        job = service.create_job(
-            session,
-            key,
-            job_id,
-            options,
-            input_key=film.key,
-            filename=film.filename,
-            size=film.size,
-            audio_key=audio.key if audio else None,
-        )
+        return await run_in_threadpool(_from_form, session, key, job_id, form, base)
     except BaseException:
-        storage.delete_prefix(f"jobs/{job_id}/")
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(storage.delete_prefix, f"jobs/{job_id}/")
         raise
-    return service.public(session, job, _base(request))
+
+
+def _from_uploads(
+    session: Session, key: ApiKey, body: JobCreate, storage: Storage, base: str
+) -> JobPublic:
+    job = service.create_job_from_uploads(session, key, body, storage)
+    return service.public(session, job, base)
+
+
+def _from_form(
+    session: Session, key: ApiKey, job_id: str, form: StreamedForm, base: str
+) -> JobPublic:
+    film = form.files.get("file")
+    if film is None:
+        raise InvalidInput("no film: send it as the 'file' field (curl -F file=@film.mp4)")
+    options = service.parse_form_options(form.fields)
+    audio = form.files.get("audio")
+    job = service.create_job(
+        session,
+        key,
+        job_id,
+        options,
+        input_key=film.key,
+        filename=film.filename,
+        size=film.size,
+        audio_key=audio.key if audio else None,
+    )
+    return service.public(session, job, base)
 
 
 @router.get("", response_model=JobsPublic)
@@ -122,13 +141,26 @@ def get_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> 
     return service.public(session, service.get_job(session, key, job_id), _base(request))
 
 
+_URL_BODY: dict[str, Any] = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {"url": {"type": "string"}},
+            }
+        }
+    },
+}
+
+
 @router.get(
     "/{job_id}/result",
     status_code=307,
-    response_model=None,
+    response_class=RedirectResponse,
     responses={
-        307: {"description": "Redirect to a presigned download URL"},
-        200: {"description": 'With redirect=false: {"url": …}'},
+        307: {"description": "Redirect to a presigned download URL (Location header)"},
+        200: {"description": "With redirect=false: the URL as JSON", **_URL_BODY},
     },
 )
 def get_result(
@@ -148,8 +180,11 @@ def get_result(
 @router.get(
     "/{job_id}/preview/{which}",
     status_code=307,
-    response_model=None,
-    responses={307: {"description": "Redirect to a presigned JPEG"}},
+    response_class=RedirectResponse,
+    responses={
+        307: {"description": "Redirect to a presigned JPEG (Location header)"},
+        200: {"description": "With redirect=false: the URL as JSON", **_URL_BODY},
+    },
 )
 def get_preview(
     job_id: str,

@@ -114,6 +114,12 @@ def video_stream(container: av.container.InputContainer) -> av.VideoStream:
 def probe(path: str | Path) -> MediaInfo:
     """Describe the film at ``path``; decodes one frame to check it really plays."""
     with open_input(path) as container:
+        # A picture (PNG, JPEG, …) opens as a one-frame video; it is not a film.
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            raise UnsupportedMedia(
+                f"{Path(path).name}: this is a still image ({container.format.name}), not a "
+                "film; send a video file"
+            )
         stream = video_stream(container)
         ctx = stream.codec_context
         if ctx is None or not _decodable(stream):
@@ -186,6 +192,9 @@ def scan_frames(path: str | Path) -> FrameIndex:
             raise UnsupportedMedia(
                 f"{name}: the file is truncated or corrupt ({ffmpeg_reason(err)})"
             ) from None
+        # Read while the container is open: the stream's memory goes with it (reading it
+        # afterwards crashed the process on a one-frame file).
+        rate = _rate(stream)
     if not stamps:
         raise UnsupportedMedia(f"{name}: the video stream has zero frames")
     # Packets arrive in decode order; B-frames make presentation order differ.
@@ -193,7 +202,7 @@ def scan_frames(path: str | Path) -> FrameIndex:
     if len(ordered) > 1:
         gap = (ordered[-1] - ordered[0]) // (len(ordered) - 1)
     else:
-        gap = max(1, round(1 / (_rate(stream) * tb)))
+        gap = max(1, round(1 / (rate * tb)))
     end = max(last_end or 0, ordered[-1] + max(gap, 1))
     return FrameIndex(time_base=tb, pts=ordered, keyframes=frozenset(keys), end_pts=end)
 
