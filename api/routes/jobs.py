@@ -154,14 +154,22 @@ _URL_BODY: dict[str, Any] = {
 }
 
 
+_REDIRECT_DOCS: dict[int | str, dict[str, Any]] = {
+    307: {"description": "Redirect to the presigned URL (Location header)"},
+    200: {"description": "With redirect=false: the URL as JSON", **_URL_BODY},
+}
+
+
+def _to(url: str, redirect: bool) -> Response:
+    """A 307 to a presigned URL, or (for pages that fetch with a key) the URL as JSON."""
+    return RedirectResponse(url, status_code=307) if redirect else JSONResponse({"url": url})
+
+
 @router.get(
     "/{job_id}/result",
     status_code=307,
     response_class=RedirectResponse,
-    responses={
-        307: {"description": "Redirect to a presigned download URL (Location header)"},
-        200: {"description": "With redirect=false: the URL as JSON", **_URL_BODY},
-    },
+    responses=_REDIRECT_DOCS,
 )
 def get_result(
     job_id: str,
@@ -174,17 +182,14 @@ def get_result(
     """Redirect to a short-lived download URL of the restored film (ranges supported);
     `?redirect=false` returns the URL as JSON instead."""
     url = service.result_url(session, key, job_id, storage, settings.presign_expiry_s)
-    return RedirectResponse(url, status_code=307) if redirect else JSONResponse({"url": url})
+    return _to(url, redirect)
 
 
 @router.get(
     "/{job_id}/preview/{which}",
     status_code=307,
     response_class=RedirectResponse,
-    responses={
-        307: {"description": "Redirect to a presigned JPEG (Location header)"},
-        200: {"description": "With redirect=false: the URL as JSON", **_URL_BODY},
-    },
+    responses=_REDIRECT_DOCS,
 )
 def get_preview(
     job_id: str,
@@ -197,7 +202,7 @@ def get_preview(
 ) -> Response:
     """A source frame (`before`) or the same restored frame (`after`) of a finished job."""
     url = service.preview_url(session, key, job_id, which, storage, settings.presign_expiry_s)
-    return RedirectResponse(url, status_code=307) if redirect else JSONResponse({"url": url})
+    return _to(url, redirect)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
