@@ -9,11 +9,14 @@ bicubic, restored by each upscaler, compared on BT.601 luma with a ``scale``-pix
 skipped. "sharp" is a no-reference figure: mean gradient magnitude of the output divided by
 that of the original (1.00 = as crisp as the original, <1 blurry, >1 over-sharpened).
 
-Speed: one ``--tile`` square input tile per model through our torch path (bf16 autocast where
-the CPU has native bf16, channels_last, inference_mode) and through ncnn's CPU runtime with
-the same weights, same threads; seconds per frame at 480p/1080p are per-pixel costs scaled
-to 640×480 and 1920×1080 input (convolutions cost the same per pixel; the tiler adds its
-overlap on top, reported separately).
+Speed: one ``--tile`` square input tile per model through our torch path (exactly what the
+upscaler loads: bf16 weights where the CPU has native bf16, Winograd for the wide 3×3
+layers, channels_last, inference_mode) and through ncnn's CPU runtime with the same weights
+and the same thread count (``torch.set_num_threads`` = ``opt.num_threads``); both warmed up,
+then run alternately so a busy neighbour hurts both alike; medians. Seconds per frame at
+480p/1080p are per-pixel costs scaled to 640×480 and 1920×1080 input (convolutions cost the
+same per pixel; the tiler adds its overlap on top). ``--frame`` times whole 640×480 frames
+instead (no scaling, for the smaller nets).
 """
 
 from __future__ import annotations
@@ -156,14 +159,17 @@ def quality(models_dir: Path) -> None:
             )
 
 
-def speed(models_dir: Path, tile: int, repeats: int, compiled: bool, names: list[str]) -> None:
+def speed(
+    models_dir: Path, tile: int, repeats: int, compiled: bool, names: list[str], frame: bool
+) -> None:
     """Our eager (and compiled) torch path next to ncnn, interleaved run by run."""
     import ncnn
 
     threads = torch.get_num_threads()
     dtype = compute_dtype(CPU)
-    print(f"\nspeed: {tile}² input tile, {threads} threads, torch {dtype} (autocast,")
-    print("channels_last), ncnn CPU defaults (fp16 storage, winograd); best of", repeats)
+    shape = "whole 640×480 frames" if frame else f"{tile}² input tile"
+    print(f"\nspeed: {shape}, {threads} threads on both sides, torch {dtype} (autocast,")
+    print("channels_last), ncnn CPU defaults (fp16 storage, winograd); median of", repeats)
     columns = ["ours", "compiled", "ncnn"] if compiled else ["ours", "ncnn"]
     header = "".join(f" {c + ' s/480p':>15} {c + ' s/1080p':>16}" for c in columns)
     print(f"{'model':22}{header} {'speedup':>8} {'act. MiB/256²':>14}")
@@ -175,8 +181,9 @@ def speed(models_dir: Path, tile: int, repeats: int, compiled: bool, names: list
         # Exactly what the upscaler runs: weights cast once, channels_last, autocast.
         graph = load_network(models_dir, spec, variant, CPU, dtype).module
         assert isinstance(graph, NcnnGraph)
-        side = tile + 2 * variant.prepad
-        x = torch.rand(1, 3, side, side)
+        height, width = (480, 640) if frame else (tile, tile)
+        pad = 2 * variant.prepad
+        x = torch.rand(1, 3, height + pad, width + pad)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         runners: dict[str, Callable[[], object]] = {"ours": partial(graph, x_cl)}
         if compiled:
@@ -191,7 +198,7 @@ def speed(models_dir: Path, tile: int, repeats: int, compiled: bool, names: list
         with torch.inference_mode(), autocast(CPU, dtype):
             times = _interleaved(runners, repeats)
         del runners, net
-        f480, f1080 = 640 * 480 / tile**2, 1920 * 1080 / tile**2
+        f480, f1080 = 640 * 480 / (height * width), 1920 * 1080 / (height * width)
         cells = "".join(f" {times[c] * f480:15.2f} {times[c] * f1080:16.2f}" for c in columns)
         ours = min(times["ours"], times.get("compiled", float("inf")))
         peak = graph.peak_elements(256, 256) * dtype.itemsize / 2**20
@@ -209,16 +216,17 @@ def _run_ncnn(net: object, graph: NcnnGraph, mat: object) -> None:
 
 
 def _interleaved(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best time of each runner, alternating them so a busy neighbour hurts all alike."""
+    """Median time of each runner, alternating them so a busy neighbour hurts all alike."""
     for run in runners.values():
-        run()  # warm-up: compile, oneDNN primitive creation, ncnn pipeline setup
-    best = dict.fromkeys(runners, float("inf"))
+        for _ in range(2):
+            run()  # warm-up: compile, oneDNN primitive creation, ncnn pipeline setup
+    seconds: dict[str, list[float]] = {key: [] for key in runners}
     for _ in range(repeats):
         for key, run in runners.items():
             start = time.perf_counter()
             run()
-            best[key] = min(best[key], time.perf_counter() - start)
-    return best
+            seconds[key].append(time.perf_counter() - start)
+    return {key: float(np.median(values)) for key, values in seconds.items()}
 
 
 def main() -> None:
@@ -228,6 +236,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--frame", action="store_true", help="time whole 640×480 frames")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     parser.add_argument(
         "--models",
@@ -242,7 +251,7 @@ def main() -> None:
     if not args.no_quality:
         quality(models_dir)
     if not args.no_speed:
-        speed(models_dir, args.tile, args.repeats, args.compile, args.models.split(","))
+        speed(models_dir, args.tile, args.repeats, args.compile, args.models.split(","), args.frame)
 
 
 if __name__ == "__main__":

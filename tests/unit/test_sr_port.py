@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.models_fixture import real_models_dir
-from worker.models.ncnn_graph import NcnnGraph
+from worker.models.ncnn_graph import NcnnGraph, WinogradConv2d
 
 ncnn = pytest.importorskip("ncnn")
 
@@ -88,3 +88,38 @@ def test_port_matches_ncnn(models_dir: Path, stem: str, size: int) -> None:
     # The outputs are pictures in [0, 1] (or residuals); no trivially-zero comparison.
     assert float(np.abs(theirs).max()) > 0.1
     assert float(np.abs(ours - theirs).max()) < TOLERANCE
+
+
+@pytest.mark.parametrize(("in_ch", "out_ch", "pad", "slope"), [(64, 96, 0, 0.1), (64, 64, 1, None)])
+def test_winograd_convolution_matches_direct_in_fp32(
+    in_ch: int, out_ch: int, pad: int, slope: float | None
+) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_ch, out_ch, 3, padding=pad).eval()
+    x = torch.rand(2, in_ch, 13, 18)  # sizes that are not multiples of the 4×4 blocks
+    with torch.inference_mode():
+        direct = conv(x)
+        if slope is not None:
+            direct = torch.nn.functional.leaky_relu(direct, slope)
+        ours = WinogradConv2d(conv, slope, torch.float32)(x)
+    assert ours.shape == direct.shape
+    assert float((ours - direct).abs().max()) < TOLERANCE
+
+
+def test_winograd_bf16_upconv7_stays_within_a_code_of_fp32(models_dir: Path) -> None:
+    stem = "waifu2x/models-upconv_7_photo/noise1_scale2.0x_model"
+    param, weights = models_dir / f"{stem}.param", models_dir / f"{stem}.bin"
+    reference = NcnnGraph.from_files(param, weights).eval()
+    fast = NcnnGraph.from_files(param, weights).eval()
+    fast.convs.to(torch.bfloat16)
+    fast.use_winograd(torch.bfloat16)
+    assert sum(isinstance(c, WinogradConv2d) for c in fast.convs.values()) == 3
+    image = torch.from_numpy(natural_like(64, seed=3))
+    with torch.inference_mode():
+        expected = reference(image).clamp(0, 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = fast(image).float().clamp(0, 1)
+    codes = (ours - expected).abs() * 255
+    # Direct bf16 convolution alone is ~0.5 codes off on average here; Winograd adds ~0.15.
+    assert float(codes.mean()) < 1.0
+    assert float(codes.max()) < 8.0
