@@ -88,6 +88,14 @@ def dependencies(settings: Settings) -> dict[str, dict[str, Any]]:
     if deps["redis"]["ok"]:
         found = _timed(lambda: {"workers": list_workers(settings)})
         workers = {**found, "count": len(found.get("workers", []))}
-        workers["ok"] = bool(found["ok"] and workers["count"] > 0)
+        # A worker without its model weights cannot restore anything: it is reported, by name.
+        broken = [
+            w["hostname"]
+            for w in workers.get("workers", [])
+            if not w.get("models", {}).get("ok", True)
+        ]
+        workers["ok"] = bool(found["ok"] and workers["count"] > 0 and not broken)
+        if broken:
+            workers["error"] = f"workers without their model weights: {', '.join(broken)}"
     deps["workers"] = workers
     return deps

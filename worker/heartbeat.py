@@ -35,6 +35,7 @@ def describe_worker(hostname: str) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "hostname": hostname,
+        "models": models_state(),
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "device": "cuda" if cuda and get_settings().device != "cpu" else "cpu",
@@ -42,6 +43,19 @@ def describe_worker(hostname: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "started_at": datetime.now(UTC).isoformat(),
     }
+
+
+def models_state() -> dict[str, Any]:
+    """Whether the default networks' weights are installed and intact on this worker."""
+    from shared.errors import ModelUnavailable
+    from worker.stages.upscale import check_models
+
+    try:
+        check_models(get_settings().resolved_models_dir())
+    except ModelUnavailable as err:
+        log.error("models.unavailable", error=str(err))
+        return {"ok": False, "error": str(err)}
+    return {"ok": True, "error": None}
 
 
 def _beat(hostname: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from shared.celery_app import create_celery
@@ -48,3 +50,28 @@ def test_readyz_names_the_dependency_that_is_down(
         health = httpx.get(f"{base}/healthz", timeout=10).json()
         assert health["status"] == "degraded"
         assert health["dependencies"]["database"]["ok"] is True
+
+
+def test_a_worker_without_its_weights_is_reported_unhealthy(
+    api_url: str, service_env: dict[str, str], processes: Processes, tmp_path
+) -> None:
+    from shared.stack import worker_argv
+
+    env = {**service_env, "LUMIERE_MODELS_DIR": str(tmp_path / "no-models")}
+    name = "weightless@localhost"
+    proc = processes.start(worker_argv("control", 1, name), env, "worker-weightless.log")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            workers = httpx.get(f"{api_url}/healthz", timeout=10).json()["dependencies"]["workers"]
+            mine = [w for w in workers["workers"] if w["hostname"] == name]
+            if mine:
+                break
+            time.sleep(0.5)
+        assert mine, "the worker never sent a heartbeat"
+        assert mine[0]["models"]["ok"] is False
+        assert "lumiere models fetch" in mine[0]["models"]["error"]
+        assert workers["ok"] is False and name in workers["error"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
