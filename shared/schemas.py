@@ -55,6 +55,11 @@ class JobOptions(BaseModel):
     )
     upscaler: str = Field("faithful", description=f"One of: {', '.join(UPSCALERS)}.")
     interpolator: str = Field("motion", description=f"One of: {', '.join(INTERPOLATORS)}.")
+    fit: Literal["sar", "pad", "crop"] = Field(
+        "sar",
+        description="With width and height of another shape: keep the shape in the "
+        "sample aspect (sar), letterbox (pad), or fill and trim (crop).",
+    )
     denoise: int | None = Field(
         None, ge=-1, le=3, description="Upscaler denoise level, -1 (none) to 3 (strong)."
     )

@@ -48,6 +48,7 @@ from worker.stages.upscale import UPSCALERS, get_upscaler
 log = get_logger(__name__)
 
 AUDIO_MODES = ("keep", "replace", "add", "none")
+FITS = ("sar", "pad", "crop")
 MAX_OUTPUT_SIDE = 8192
 
 # Called with the number of output frames done so far; raising cancels the work.
@@ -67,6 +68,9 @@ class Options:
     interpolator: str = "motion"
     # Denoise level for upscalers that have one (-1 none … 3 strong; old film is grainy).
     denoise: int | None = None
+    # A --width/--height of another shape: "sar" fills the frame and keeps the picture's
+    # shape in the sample aspect ratio (anamorphic); "pad" letterboxes; "crop" fills and trims.
+    fit: str = "sar"
     codec: str = "h264"
     crf: int | None = None
     preset: str = "medium"
@@ -114,6 +118,8 @@ class Options:
             raise InvalidInput(f"unknown codec {self.codec!r}; choose one of {sorted(ENCODERS)}")
         if self.crf is not None and not 0 <= self.crf <= 51:
             raise InvalidInput(f"crf {self.crf} is out of range (0 to 51)")
+        if self.fit not in FITS:
+            raise InvalidInput(f"unknown fit {self.fit!r}; choose one of {FITS}")
         if self.audio not in AUDIO_MODES:
             raise InvalidInput(f"unknown audio mode {self.audio!r}; choose one of {AUDIO_MODES}")
         if self.audio in ("replace", "add") and not self.audio_file:
@@ -197,8 +203,9 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
     if max(width, height) > MAX_OUTPUT_SIDE:
         raise InvalidInput(f"output {width}x{height} is too large (at most {MAX_OUTPUT_SIDE})")
     sar = info.sar if info.rotation % 180 == 0 else 1 / info.sar
-    # Keep the shape the viewer sees: a non-uniform resize changes the sample aspect.
-    sar = (sar * Fraction(src_w, src_h) / Fraction(width, height)).limit_denominator(1000)
+    if options.fit == "sar":
+        # Keep the shape the viewer sees: a non-uniform resize changes the sample aspect.
+        sar = (sar * Fraction(src_w, src_h) / Fraction(width, height)).limit_denominator(1000)
     fps = options.target_fps()
     color = ColorTags(
         primaries=info.color.primaries,
@@ -250,7 +257,10 @@ def process_chunk(
     target = resolve_target(info, options)
     output = Path(output)
     result = ChunkResult(index=plan.index, path=str(output))
-    extra: dict[str, object] = {"bit_depth": info.bit_depth}
+    extra: dict[str, object] = {
+        "bit_depth": info.bit_depth,
+        "fit": "stretch" if options.fit == "sar" else options.fit,
+    }
     if options.denoise is not None:
         extra["denoise"] = options.denoise
     upscaler = get_upscaler(options.upscaler, device, torch.float32, **extra)

@@ -34,6 +34,14 @@ import click
     help="motion (flow + occlusion-aware splatting), or blend / repeat (baselines).",
 )
 @click.option(
+    "--fit",
+    type=click.Choice(["sar", "pad", "crop"]),
+    default="sar",
+    show_default=True,
+    help="With --width and --height of another shape: keep the shape in the sample aspect "
+    "(sar), letterbox (pad) or fill and trim (crop).",
+)
+@click.option(
     "--denoise",
     type=click.IntRange(-1, 3),
     help="Denoise level of the upscaler (-1 none … 3 strong).",
@@ -75,6 +83,7 @@ def process(
     fps: str | None,
     upscaler: str,
     interpolator: str,
+    fit: str,
     denoise: int | None,
     codec: str,
     crf: int | None,
@@ -110,6 +119,7 @@ def process(
         upscaler=upscaler,
         interpolator=interpolator,
         denoise=denoise,
+        fit=fit,
         codec=codec,
         crf=crf,
         preset=preset,

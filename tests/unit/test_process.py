@@ -284,3 +284,27 @@ def test_output_size_and_aspect(
     assert target.sar == sar.limit_denominator(1000)
     # Unset colour is written as the matrix the picture was converted with (BT.601 for SD).
     assert target.color.matrix == 6 and target.color.range == 1
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop", "sar"])
+def test_another_shape_is_padded_cropped_or_kept_in_the_aspect(tmp_path: Path, fit: str) -> None:
+    # 4:3 source into a 16:9 frame, e.g. 720x540 film to 3840x2160.
+    clip = make_clip(tmp_path / "film.mp4", seconds=0.3, width=64, height=48)
+    out = tmp_path / f"{fit}.mp4"  # H.264 in MP4 carries the sample aspect ratio
+    code, text = run_cli(clip.path, out, "--width", "128", "--height", "72", "--fit", fit)
+    assert code == 0, text
+    with av.open(str(out)) as container:
+        video = container.streams.video[0]
+        frame = next(container.decode(video)).to_ndarray(format="rgb24")
+        sar = video.sample_aspect_ratio
+    assert frame.shape[:2] == (72, 128)
+    side_bars = frame[:, :8].max()  # the pattern is never black; a pad bar is
+    if fit == "pad":
+        # 96x72 of picture centred: 16-px black bars left and right, square pixels.
+        assert side_bars <= 20 and frame[:, 20:108].max() > 100
+        assert sar in (None, Fraction(1))
+    elif fit == "crop":
+        assert side_bars > 100 and sar in (None, Fraction(1))
+    else:
+        # Stretched to fill, the picture's 4:3 shape kept in the sample aspect ratio.
+        assert side_bars > 100 and sar == Fraction(3, 4)

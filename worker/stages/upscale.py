@@ -47,15 +47,18 @@ class LanczosUpscaler:
 
     name = "lanczos"
 
+    def __init__(self, fit: Fit = "stretch") -> None:
+        self.fit: Fit = fit
+
     def __call__(self, frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        height, width = size
+        height, width = fit_size((frames.shape[-2], frames.shape[-1]), size, self.fit)
         # OpenCV works on HWC arrays; it resizes up to 4 channels at once, so 3 is fine.
         images = frames.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
         out = np.stack(
             [cv2.resize(img, (width, height), interpolation=cv2.INTER_LANCZOS4) for img in images]
         )
         result = torch.from_numpy(out).permute(0, 3, 1, 2).clamp_(0.0, 1.0)
-        return result.to(frames.device, frames.dtype)
+        return place(result, size).to(frames.device, frames.dtype)
 
 
 Fit = Literal["stretch", "pad", "crop"]
@@ -347,7 +350,7 @@ def _network_factory(
 # name -> factory(device, dtype, **options). AI upscalers register here (see worker/models).
 UpscalerFactory = Callable[..., Upscaler]
 UPSCALERS: dict[str, UpscalerFactory] = {
-    "lanczos": lambda device, dtype, **options: LanczosUpscaler(),
+    "lanczos": lambda device, dtype, fit="stretch", **options: LanczosUpscaler(fit),
     **{name: partial(_network_factory, name) for name in CATALOG},
     # The two modes users pick from; see FAITHFUL_MODEL / DETAILED_MODEL for why.
     **{mode: partial(_network_factory, model) for mode, model in MODES.items()},
