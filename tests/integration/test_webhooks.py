@@ -194,7 +194,8 @@ def test_secret_rotation(client: httpx.Client) -> None:
 def test_server_sent_events_follow_the_job_in_order(
     client: httpx.Client, api_url: str, api_key: str, tmp_path: Path
 ) -> None:
-    job_id = _submit(client, tmp_path, seconds=3, chunk_seconds="1", fps="48")
+    # Long enough (a few seconds of work) for the stream to see it move, not just start and end.
+    job_id = _submit(client, tmp_path, seconds=4, chunk_seconds="1", fps="60", scale="4")
     events = []
     with httpx.stream(
         "GET",
