@@ -527,11 +527,21 @@ def fail_chunk(job_id: str, index: int, reason: str) -> None:
 
 
 def release_chunk(job_id: str, index: int) -> None:
-    """Put a running chunk back to pending; if the database is down, it goes stale instead."""
+    """Put a running chunk back to pending; if the database is down, it goes stale instead.
+
+    The attempt is handed back too: ``attempts`` counts tries that ended without a word (the
+    process died), so that an outage of the store or the database, which ends each try
+    cleanly, never exhausts a chunk's budget."""
     try:
         with session_scope() as session:
             move_chunk(
-                session, job_id, index, [ChunkStatus.RUNNING], ChunkStatus.PENDING, frames_done=0
+                session,
+                job_id,
+                index,
+                [ChunkStatus.RUNNING],
+                ChunkStatus.PENDING,
+                frames_done=0,
+                attempts=Chunk.attempts - 1,
             )
     except Exception as err:  # the chunk's heartbeat goes stale and it is taken over later
         log.warning("chunk.release_failed", job_id=job_id, chunk=index, error=str(err))
