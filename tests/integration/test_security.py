@@ -3,42 +3,21 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.config import Settings
-from shared.local_services import free_port
 from shared.storage import Storage
 from tests.clips import make_clip
 from tests.conftest import OUTPUT, wait_job
+from tests.receiver import Receiver
 
 FAST = {"upscaler": "lanczos", "interpolator": "blend", "scale": "1"}
-
-
-class _Hook:
-    """A loopback webhook receiver answering 200, so the job has delivered events."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["content-length"]))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +25,7 @@ def owned(
     api_url: str, api_key: str, worker: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
     """A finished job of ``api_key`` (with webhook events and previews) and a pending upload."""
-    hook = _Hook()
+    hook = Receiver()
     folder = tmp_path_factory.mktemp("owned")
     clip = make_clip(folder / "mine.mp4", seconds=0.5)
     with httpx.Client(
