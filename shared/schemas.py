@@ -63,6 +63,12 @@ class JobOptions(BaseModel):
     denoise: int | None = Field(
         None, ge=-1, le=3, description="Upscaler denoise level, -1 (none) to 3 (strong)."
     )
+    repeats: Literal["drop", "keep"] = Field(
+        "drop",
+        description="With fps: drop frames the transfer repeated on a cycle (a 16 fps film "
+        "at 24 fps) and interpolate from the unique ones at their original times (drop), "
+        "or keep every frame (keep).",
+    )
     codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
     container: Literal["mp4", "mkv", "mov"] | None = Field(
         None, description="Output container (default: mp4, or mkv for ffv1)."

@@ -77,8 +77,13 @@ def make_clip(
     gop: int | None = None,
     time_base: Fraction | None = None,
     container_format: str | None = None,
+    shot_fps: Fraction | int | None = None,
 ) -> Clip:
-    """Write a clip of ``seconds`` at ``fps``; ``vfr`` alternates 1- and 2-tick frame gaps."""
+    """Write a clip of ``seconds`` at ``fps``; ``vfr`` alternates 1- and 2-tick frame gaps.
+
+    ``shot_fps`` films the motion at that lower rate and transfers it to ``fps`` the way
+    old films were: each frame shows the latest original frame, so some repeat.
+    """
     rate = Fraction(fps)
     frames = round(seconds * rate)
     tb = time_base or (Fraction(1, 1000) if vfr else 1 / rate)
@@ -130,7 +135,8 @@ def make_clip(
             a.layout = "stereo"
             astreams.append(a)
         for i, (t, p) in enumerate(zip(times, pts, strict=True)):
-            frame = av.VideoFrame.from_ndarray(pattern(i, float(t), width, height), "rgb24")
+            shot = float(t) if shot_fps is None else math.floor(t * shot_fps) / float(shot_fps)
+            frame = av.VideoFrame.from_ndarray(pattern(i, shot, width, height), "rgb24")
             frame = frame.reformat(
                 format=pix_fmt,
                 dst_colorspace=(color[2] if color else None),

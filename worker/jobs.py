@@ -156,6 +156,12 @@ def plan_job(job_id: str) -> None:
             resolve_target(info, options)
             plans = plan_file(source, options.chunk_seconds)
             cadence = sample_cadence(source, info)
+            # Say whether the chunks will drop the repeats (they judge their own frames).
+            cadence["repeats_dropped"] = bool(
+                options.target_fps()
+                and options.repeats == "drop"
+                and cadence["original_fps"] != round(float(info.fps), 3)
+            )
         except InvalidInput as err:
             fail_job(job_id, str(err))
             return

@@ -42,6 +42,7 @@ from worker.media.probe import (
 )
 from worker.plan import ChunkPlan, plan_chunks
 from worker.retime import first_output_time, output_count, parse_fps, slots
+from worker.stages.cadence import detect_cadence, thumbnail
 from worker.stages.interpolate import INTERPOLATORS, get_interpolator
 from worker.stages.upscale import UPSCALERS, get_upscaler
 
@@ -49,6 +50,10 @@ log = get_logger(__name__)
 
 AUDIO_MODES = ("keep", "replace", "add", "none")
 FITS = ("sar", "pad", "crop")
+REPEAT_MODES = ("drop", "keep")
+# Frames decoded either side of a chunk to judge its edge frames' repeats and cadence: half
+# a second holds several unique frames at any film rate.
+CADENCE_CONTEXT_S = Fraction(1, 2)
 MAX_OUTPUT_SIDE = 8192
 
 # Called with the number of output frames done so far; raising cancels the work.
@@ -71,6 +76,9 @@ class Options:
     # A --width/--height of another shape: "sar" fills the frame and keeps the picture's
     # shape in the sample aspect ratio (anamorphic); "pad" letterboxes; "crop" fills and trims.
     fit: str = "sar"
+    # With a target rate: "drop" frames a transfer repeated on a cycle (16 fps film shown at
+    # 24) and interpolate from the unique ones at their original times; "keep" them all.
+    repeats: str = "drop"
     codec: str = "h264"
     crf: int | None = None
     preset: str = "medium"
@@ -120,6 +128,10 @@ class Options:
             raise InvalidInput(f"crf {self.crf} is out of range (0 to 51)")
         if self.fit not in FITS:
             raise InvalidInput(f"unknown fit {self.fit!r}; choose one of {FITS}")
+        if self.repeats not in REPEAT_MODES:
+            raise InvalidInput(
+                f"unknown repeats mode {self.repeats!r}; choose one of {REPEAT_MODES}"
+            )
         if self.audio not in AUDIO_MODES:
             raise InvalidInput(f"unknown audio mode {self.audio!r}; choose one of {AUDIO_MODES}")
         if self.audio in ("replace", "add") and not self.audio_file:
@@ -231,6 +243,52 @@ def chunk_offset(plan: ChunkPlan, fps: Fraction | None) -> Fraction:
     return first_output_time(plan.start, fps)
 
 
+def original_times(
+    source: str | Path, info: MediaInfo, plan: ChunkPlan
+) -> tuple[int, int, dict[int, Fraction]] | None:
+    """Where a cadence of repeats runs through the chunk: the range to decode and, per unique
+    frame's pts, its time on the original clock (seconds from the film start).
+
+    None when no frames repeat on a cycle: a freeze or a still shot is the film, not the
+    transfer, and keeps its frames. Each chunk judges its own frames with half a second of
+    context either side, so its edge frames are judged as in an unchunked run.
+    """
+    tb = plan.time_base
+    margin = int(CADENCE_CONTEXT_S / tb)
+    first = max(plan.start_pts - margin, plan.film_start_pts)
+    last = plan.stop_pts if plan.last else plan.stop_pts + margin
+    shown, thumbs = [], []
+    for frame in decode_range(source, info, first, last, torch.device("cpu")):
+        shown.append(frame.pts)
+        thumbs.append(thumbnail(frame.image))
+    if len(shown) < 2:
+        return None
+    cadence = detect_cadence(thumbs, float(info.fps))
+    if not cadence.has_repeats or cadence.original_fps == cadence.fps:
+        return None
+    film_start = plan.film_start_pts * tb
+    origin = shown[0] * tb - film_start
+    times: list[tuple[int, Fraction]] = []
+    for index, offset in zip(cadence.unique, cadence.unique_times, strict=True):
+        seen = shown[index] * tb - film_start
+        true = origin + Fraction(offset).limit_denominator(1_000_000)
+        # The first frame may not start later than it is shown, or the chunk's first output
+        # times (the film's, for chunk 0) would have no frame before them.
+        times.append((shown[index], min(true, seen) if not times else true))
+    # Upscale only the frames the chunk's output times fall between: the context either
+    # side was for judging repeats.
+    begin = max((i for i, (_, at) in enumerate(times) if at <= plan.start), default=0)
+    end = min((i for i, (_, at) in enumerate(times) if at >= plan.stop), default=len(times) - 1)
+    log.info(
+        "cadence",
+        chunk=plan.index,
+        original_fps=cadence.original_fps,
+        pattern=cadence.pattern,
+        dropped=len(shown) - len(times),
+    )
+    return first, last, dict(times[begin : end + 1])
+
+
 @dataclass
 class _Frame:
     """A source frame on its way through the stages."""
@@ -284,9 +342,18 @@ def process_chunk(
     size = (target.height, target.width)
     clock = result.seconds
 
+    first_pts, last_pts, true_time = plan.start_pts, plan.stop_pts, None
+    if target.fps and options.repeats == "drop":
+        found = original_times(source, info, plan)
+        if found is not None:
+            first_pts, last_pts, true_time = found
+
     def frames() -> Iterator[_Frame]:
         """Decoded and upscaled frames, a batch at a time."""
-        decoded = decode_range(source, info, plan.start_pts, plan.stop_pts, device)
+        decoded: Iterator[Any] = decode_range(source, info, first_pts, last_pts, device)
+        if true_time is not None:
+            # Repeats are dropped before upscaling: fewer frames to upscale, too.
+            decoded = (f for f in decoded if f.pts in true_time)
         while True:
             started = time.perf_counter()
             batch = [f for _, f in zip(range(options.batch), decoded, strict=False)]
@@ -300,7 +367,8 @@ def process_chunk(
                 out = src if src.shape[-2:] == size else upscaler(src, size)
             clock["upscale"] += time.perf_counter() - started
             for i, f in enumerate(batch):
-                yield _Frame(f.pts * tb - film_start, src[i : i + 1], out[i : i + 1])
+                at = true_time[f.pts] if true_time is not None else f.pts * tb - film_start
+                yield _Frame(at, src[i : i + 1], out[i : i + 1])
 
     part = output.with_name(output.name + ".part")
     try:

@@ -47,6 +47,14 @@ import click
     help="Denoise level of the upscaler (-1 none … 3 strong).",
 )
 @click.option(
+    "--repeats",
+    type=click.Choice(["drop", "keep"]),
+    default="drop",
+    show_default=True,
+    help="With --fps: drop frames a transfer repeated on a cycle and interpolate from the "
+    "unique ones at their original times, or keep every frame.",
+)
+@click.option(
     "--codec",
     type=click.Choice(["h264", "h265", "ffv1", "prores"]),
     default="h264",
@@ -85,6 +93,7 @@ def process(
     interpolator: str,
     fit: str,
     denoise: int | None,
+    repeats: str,
     codec: str,
     crf: int | None,
     preset: str,
@@ -120,6 +129,7 @@ def process(
         interpolator=interpolator,
         denoise=denoise,
         fit=fit,
+        repeats=repeats,
         codec=codec,
         crf=crf,
         preset=preset,

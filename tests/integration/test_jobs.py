@@ -382,3 +382,26 @@ def test_the_default_ai_stages_run_in_the_workers(client: httpx.Client, tmp_path
     result = _probe(_download(client, job["id"], tmp_path / "out.mp4"))
     assert (result["width"], result["height"], result["frames"]) == (96, 64, 24)
     assert job["input"]["probe"]["cadence"]["sampled_frames"] == 12
+
+
+def test_an_old_transfer_is_rebuilt_on_its_original_clock(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    # 16 fps film transferred at 24 fps (every other frame shown twice), raised to 48 fps.
+    clip = make_clip(tmp_path / "old.mp4", width=64, height=48, fps=24, seconds=2, shot_fps=16)
+    with clip.path.open("rb") as f:
+        created = client.post(
+            "/v1/jobs",
+            files={"file": ("old.mp4", f)},
+            data={"fps": "48", "scale": "1", "upscaler": "lanczos", "interpolator": "blend"},
+        )
+    assert created.status_code == 201, created.text
+    assert created.json()["options"]["repeats"] == "drop"
+    job = wait_job(client, created.json()["id"], timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    cadence = job["input"]["probe"]["cadence"]
+    assert cadence["original_fps"] == 16.0
+    assert cadence["pattern"] == "2:1"
+    assert cadence["repeats_dropped"] is True
+    result = _probe(_download(client, job["id"], tmp_path / "out.mp4"))
+    assert result["frames"] == 96

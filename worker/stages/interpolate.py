@@ -126,8 +126,10 @@ class MotionInterpolator:
             # the raw flows sampled in place often align the two frames better at t.
             motion = choose_motion(grey0, grey1, [motion, f01, -f10], t)
             motion = resize_flow(motion, size)
-            warped0 = backwarp(out0, motion * -t)
-            warped1 = backwarp(out1, motion * (1.0 - t))
+            # Bicubic: a warp shifts by fractions of a pixel, and bilinear sampling blurs
+            # texture there (measured +0.33 dB over bilinear on the benchmark footage).
+            warped0 = backwarp(out0, motion * -t, "bicubic")
+            warped1 = backwarp(out1, motion * (1.0 - t), "bicubic")
             # Weighting by splat coverage (an occlusion mask) measured 0.3-0.4 dB worse on
             # real footage than temporal distance alone: the ordering above already decides
             # which surface is sampled, and coverage is noisy where DIS flow is smooth.

@@ -16,8 +16,8 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torc
     return torch.stack([gx, gy]).unsqueeze(0)
 
 
-def backwarp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample ``image`` at ``x + flow(x)`` (bilinear, edges clamped)."""
+def backwarp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Sample ``image`` at ``x + flow(x)`` (``bilinear`` or ``bicubic``, edges clamped)."""
     _, _, h, w = image.shape
     pos = _base_grid(h, w, image.device, torch.float32) + flow.to(torch.float32)
     # grid_sample wants (x, y) in [-1, 1] with -1/1 on the outer pixel centres.
@@ -27,7 +27,7 @@ def backwarp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     # Half-precision grids are off by up to a third of a pixel at 1280 px, so sample in fp32.
     source = image if image.dtype == torch.float64 else image.to(torch.float32)
     warped = F.grid_sample(
-        source, grid.to(source.dtype), mode="bilinear", padding_mode="border", align_corners=True
+        source, grid.to(source.dtype), mode=mode, padding_mode="border", align_corners=True
     )
     return warped.to(image.dtype)
 
