@@ -244,14 +244,15 @@ def chunk_offset(plan: ChunkPlan, fps: Fraction | None) -> Fraction:
 
 
 def original_times(
-    source: str | Path, info: MediaInfo, plan: ChunkPlan
+    source: str | Path, info: MediaInfo, plan: ChunkPlan, context: int = 0
 ) -> tuple[int, int, dict[int, Fraction]] | None:
     """Where a cadence of repeats runs through the chunk: the range to decode and, per unique
     frame's pts, its time on the original clock (seconds from the film start).
 
     None when no frames repeat on a cycle: a freeze or a still shot is the film, not the
     transfer, and keeps its frames. Each chunk judges its own frames with half a second of
-    context either side, so its edge frames are judged as in an unchunked run.
+    context either side, so its edge frames are judged as in an unchunked run. ``context``
+    more unique frames are kept either side for interpolators that look at neighbours.
     """
     tb = plan.time_base
     margin = int(CADENCE_CONTEXT_S / tb)
@@ -275,8 +276,8 @@ def original_times(
         # The first frame may not start later than it is shown, or the chunk's first output
         # times (the film's, for chunk 0) would have no frame before them.
         times.append((shown[index], min(true, seen) if not times else true))
-    # Upscale only the frames the chunk's output times fall between: the context either
-    # side was for judging repeats.
+    # Upscale only the frames the chunk's output times fall between (and ``context`` more):
+    # the rest of the margin was for judging repeats.
     begin = max((i for i, (_, at) in enumerate(times) if at <= plan.start), default=0)
     end = min((i for i, (_, at) in enumerate(times) if at >= plan.stop), default=len(times) - 1)
     log.info(
@@ -286,16 +287,38 @@ def original_times(
         pattern=cadence.pattern,
         dropped=len(shown) - len(times),
     )
-    return first, last, dict(times[begin : end + 1])
+    return first, last, dict(times[max(begin - context, 0) : end + 1 + context])
 
 
 @dataclass
 class _Frame:
     """A source frame on its way through the stages."""
 
+    index: int
     time: Fraction
     src: torch.Tensor
     out: torch.Tensor
+
+
+def evenly_spaced(a: _Frame, b: _Frame, c: _Frame) -> bool:
+    """Whether three frames are evenly spaced in time (within 10%), as motion over four
+    frames assumes; a variable frame rate or a dropped frame is not."""
+    return abs((c.time - b.time) - (b.time - a.time)) <= (b.time - a.time) / 10
+
+
+def nearest_outside(frames: Iterator[Any], start: int, stop: int) -> Iterator[Any]:
+    """Decoded frames from ``start`` to ``stop`` (pts) and the one frame either side."""
+    before = None
+    for frame in frames:
+        if frame.pts < start:
+            before = frame
+            continue
+        if before is not None:
+            yield before
+            before = None
+        yield frame
+        if frame.pts > stop:
+            return
 
 
 def process_chunk(
@@ -342,9 +365,15 @@ def process_chunk(
     size = (target.height, target.width)
     clock = result.seconds
 
-    first_pts, last_pts, true_time = plan.start_pts, plan.stop_pts, None
+    # Motion over four frames needs one more frame either side of the chunk: decode it from
+    # the margin, so a chunked run sees what an unchunked one does.
+    neighbours = interpolator is not None and interpolator.uses_neighbours
+    margin = int(CADENCE_CONTEXT_S / tb) if neighbours else 0
+    first_pts = max(plan.start_pts - margin, plan.film_start_pts)
+    last_pts = plan.stop_pts if plan.last else plan.stop_pts + margin
+    true_time = None
     if target.fps and options.repeats == "drop":
-        found = original_times(source, info, plan)
+        found = original_times(source, info, plan, context=int(neighbours))
         if found is not None:
             first_pts, last_pts, true_time = found
 
@@ -354,6 +383,9 @@ def process_chunk(
         if true_time is not None:
             # Repeats are dropped before upscaling: fewer frames to upscale, too.
             decoded = (f for f in decoded if f.pts in true_time)
+        elif neighbours:
+            decoded = nearest_outside(decoded, plan.start_pts, plan.stop_pts)
+        count = 0
         while True:
             started = time.perf_counter()
             batch = [f for _, f in zip(range(options.batch), decoded, strict=False)]
@@ -368,22 +400,48 @@ def process_chunk(
             clock["upscale"] += time.perf_counter() - started
             for i, f in enumerate(batch):
                 at = true_time[f.pts] if true_time is not None else f.pts * tb - film_start
-                yield _Frame(at, src[i : i + 1], out[i : i + 1])
+                yield _Frame(count, at, src[i : i + 1], out[i : i + 1])
+                count += 1
 
     part = output.with_name(output.name + ".part")
     try:
         with VideoWriter(part, spec, CHUNK_MUXER[options.codec]) as writer:
+            prepared: dict[int, Any] = {}
 
-            def emit(left: _Frame, right: _Frame | None) -> None:
+            def pair(left: _Frame, right: _Frame) -> Any:
+                """The interpolator's estimate for a pair (flow), made once per pair."""
+                if left.index not in prepared:
+                    assert interpolator is not None
+                    prepared[left.index] = interpolator.prepare(left.src, right.src)
+                return prepared[left.index]
+
+            def emit(
+                left: _Frame,
+                right: _Frame | None,
+                before: _Frame | None = None,
+                after: _Frame | None = None,
+            ) -> None:
                 """Write the output frames that fall between two neighbouring source frames."""
                 places = slots(left.time, right.time if right else None, lo, hi, target.fps)
                 between = [s.t for s in places if s.t > 0]
                 made: list[torch.Tensor] = []
                 if between and right is not None and interpolator is not None:
                     started = time.perf_counter()
+                    context: dict[str, Any] = {}
                     with torch.inference_mode():
+                        if neighbours:
+                            context["pair"] = pair(left, right)
+                            if before is not None and evenly_spaced(before, left, right):
+                                context["before"] = pair(before, left)
+                            if after is not None and evenly_spaced(left, right, after):
+                                context["after"] = pair(right, after)
                         made = interpolator(
-                            left.src, right.src, left.out, right.out, [float(t) for t in between]
+                            left.src,
+                            right.src,
+                            left.out,
+                            right.out,
+                            [float(t) for t in between],
+                            **context,
                         )
                     clock["interpolate"] += time.perf_counter() - started
                 started = time.perf_counter()
@@ -402,19 +460,24 @@ def process_chunk(
                 if places and on_progress is not None:
                     on_progress(result.frames_out)
 
-            previous: _Frame | None = None
+            # A pair is written once the frame after it is known (its "after" neighbour).
+            seen: list[_Frame] = []
             for current in frames():
-                if previous is not None:
-                    emit(previous, current)
-                previous = current
-            if previous is None:
+                seen = [*seen[-3:], current]
+                if len(seen) >= 3:
+                    emit(seen[-3], seen[-2], seen[-4] if len(seen) == 4 else None, current)
+                for index in [i for i in prepared if i < seen[0].index]:
+                    del prepared[index]
+            if not seen:
                 raise UnsupportedMedia(
                     f"{Path(source).name}: no frames decoded for chunk {plan.index} "
                     f"(from {float(plan.start):.2f} s); the file is truncated or corrupt"
                 )
-            if not plan.last and previous.time < hi:
-                log.warning("chunk_ends_early", chunk=plan.index, at=float(previous.time))
-            emit(previous, None)
+            if len(seen) >= 2:
+                emit(seen[-2], seen[-1], seen[-3] if len(seen) >= 3 else None)
+            if not plan.last and seen[-1].time < hi:
+                log.warning("chunk_ends_early", chunk=plan.index, at=float(seen[-1].time))
+            emit(seen[-1], None)
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
