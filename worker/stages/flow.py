@@ -82,7 +82,9 @@ def bidirectional_flow(
     gray0, gray1 = to_gray_u8(src0), to_gray_u8(src1)
     flows = [dis_flow(gray0, gray1, settings), dis_flow(gray1, gray0, settings)]
     f01, f10 = (
-        torch.from_numpy(f).permute(2, 0, 1).unsqueeze(0).to(src0.device, torch.float32)
+        # Contiguous (N, 2, h, w): a permuted view of the (h, w, 2) array would send every
+        # later resize and warp down the slow channels-last paths.
+        torch.from_numpy(f).permute(2, 0, 1).unsqueeze(0).contiguous().to(src0.device)
         for f in flows
     )
     return f01, f10
