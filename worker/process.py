@@ -106,7 +106,6 @@ def process(
     quiet: bool,
 ) -> None:
     """Upscale and interpolate SOURCE into OUTPUT, keeping (or adding) its sound."""
-    import av.logging
     from tqdm import tqdm
 
     from shared.config import get_settings
@@ -118,8 +117,9 @@ def process(
         raise click.UsageError(f"--audio makes no sense with --audio-mode {audio_mode}")
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    # FFmpeg's chatter would tear the progress bar; our errors say what went wrong.
-    av.logging.set_level(av.logging.FATAL)
+    # FFmpeg's log stays off (PyAV's default), which also keeps its chatter off the progress
+    # bar. Never set a level here: that installs a Python log callback, and a decoder thread
+    # that logs then waits for the GIL the decoding thread holds (a deadlock we hit in tests).
     options = Options(
         scale=scale,
         width=width,
