@@ -7,6 +7,8 @@ stream through the stages a small batch at a time, so memory does not grow with 
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import shutil
 import tempfile
@@ -160,7 +162,8 @@ class Target:
 class ChunkResult:
     """What one chunk produced, with the seconds spent in each stage.
 
-    ``frames_in`` counts decoded source frames, the next chunk's first one included.
+    ``frames_in`` counts the source frames that went through the stages: the frames either
+    side that interpolation looks at included, repeats dropped before upscaling not.
     """
 
     index: int
@@ -243,6 +246,13 @@ def chunk_offset(plan: ChunkPlan, fps: Fraction | None) -> Fraction:
     return first_output_time(plan.start, fps)
 
 
+def context_ticks(info: MediaInfo, time_base: Fraction) -> int:
+    """Time-base ticks decoded either side of a chunk: half a second, or three frames of a
+    very slow film, whichever is longer."""
+    seconds = max(CADENCE_CONTEXT_S, 3 / info.fps) if info.fps else CADENCE_CONTEXT_S
+    return math.ceil(seconds / time_base)
+
+
 def original_times(
     source: str | Path, info: MediaInfo, plan: ChunkPlan, context: int = 0
 ) -> tuple[int, int, dict[int, Fraction]] | None:
@@ -255,14 +265,17 @@ def original_times(
     more unique frames are kept either side for interpolators that look at neighbours.
     """
     tb = plan.time_base
-    margin = int(CADENCE_CONTEXT_S / tb)
+    margin = context_ticks(info, tb)
     first = max(plan.start_pts - margin, plan.film_start_pts)
     last = plan.stop_pts if plan.last else plan.stop_pts + margin
     shown, thumbs = [], []
     for frame in decode_range(source, info, first, last, torch.device("cpu")):
         shown.append(frame.pts)
         thumbs.append(thumbnail(frame.image))
-    if len(shown) < 2:
+    gaps = [b - a for a, b in itertools.pairwise(shown)]
+    # The original clock is counted in frames: a variable rate or a lost frame would put
+    # everything after it off time, so such a stretch keeps its frames as they are.
+    if not gaps or max(gaps) - min(gaps) > min(gaps) / 10:
         return None
     cadence = detect_cadence(thumbs, float(info.fps))
     if not cadence.has_repeats or cadence.original_fps == cadence.fps:
@@ -368,7 +381,7 @@ def process_chunk(
     # Motion over four frames needs one more frame either side of the chunk: decode it from
     # the margin, so a chunked run sees what an unchunked one does.
     neighbours = interpolator is not None and interpolator.uses_neighbours
-    margin = int(CADENCE_CONTEXT_S / tb) if neighbours else 0
+    margin = context_ticks(info, tb) if neighbours else 0
     first_pts = max(plan.start_pts - margin, plan.film_start_pts)
     last_pts = plan.stop_pts if plan.last else plan.stop_pts + margin
     true_time = None

@@ -76,3 +76,12 @@ def test_a_freeze_frame_is_the_film_not_the_transfer(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "freeze.mp4", width=160, height=64, fps=24, seconds=2.0, shot_fps=1)
     info = probe(clip.path)
     assert all(original_times(clip.path, info, plan) is None for plan in plan_file(clip.path, 1.0))
+
+
+def test_a_variable_rate_keeps_its_frames(tmp_path: Path) -> None:
+    """The original clock is counted in frames; uneven frame times would put it off time."""
+    clip = make_clip(
+        tmp_path / "vfr.mkv", width=160, height=64, fps=24, seconds=2.0, shot_fps=16, vfr=True
+    )
+    info = probe(clip.path)
+    assert all(original_times(clip.path, info, plan) is None for plan in plan_file(clip.path, 1.0))

@@ -194,8 +194,8 @@ class MotionInterpolator:
             motion = choose_motion(grey0, grey1, [motion, pair.f01, -pair.f10], t)
             to0, to1 = motion * -t, motion * (1.0 - t)
             # On a curved path x(t) = x + v t + a t^2 / 2 the point at t lies off the chord by
-            # t (1 - t) a / 2. Capped at a pixel: a bigger bend is more often a flow error
-            # than a real swerve (measured: uncapped loses 0.1 dB on fast footage).
+            # t (1 - t) a / 2. Capped at a pixel of the flow's size: a bigger bend is more
+            # often a flow error than a real swerve (uncapped lost 0.1 dB on fast footage).
             bend = t * (1.0 - t) / 2.0
             if accel0 is not None:
                 to0 = to0 + clamp_length(backwarp(accel0, to0) * bend, self.max_curve)
