@@ -28,7 +28,10 @@ class FlowSettings:
 
 FLOW_PRESETS: dict[str, FlowSettings] = {
     "fast": FlowSettings(finest_scale=1, patch_stride=4, gradient_iterations=16),
-    "medium": FlowSettings(finest_scale=1),
+    # Patch search down to the finest scale beats a finer variational polish (measured on the
+    # interpolation benchmark at 480 px: +0.10 dB over finest_scale=1; one variational
+    # iteration keeps all but 0.003 dB of five at half the cost).
+    "medium": FlowSettings(variational_iterations=1),
     "fine": FlowSettings(),
 }
 

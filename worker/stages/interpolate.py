@@ -126,7 +126,7 @@ class MotionInterpolator:
         dtype: torch.dtype = torch.float32,
         on_cut: CutMode = "hold",
         flow: str = "medium",
-        max_flow_width: int = 640,
+        max_flow_width: int = 480,
         cut_threshold: float = 0.62,
         sharpness: float = 40.0,
         max_curve: float = 1.0,
