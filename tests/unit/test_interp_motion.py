@@ -58,6 +58,21 @@ def test_midpoint_beats_blend_by_a_wide_margin(motion: MotionInterpolator) -> No
     assert psnr(ours, truth) > 30.0
 
 
+def test_what_a_pan_brings_in_comes_from_the_frame_that_has_it(
+    motion: MotionInterpolator,
+) -> None:
+    """At the leading edge of a pan, frame 0 has no picture: the strip is frame 1's."""
+    pan = 20  # the widest the background allows
+    f0, f1, truth = scene(0.0, pan=pan), scene(1.0, pan=pan), scene(0.5, pan=pan)
+    (ours,) = motion(f0, f1, f0, f1, [0.5])
+    entering = (..., slice(W - pan // 2, W))
+    rest = (..., slice(0, W - pan // 2))
+    # Frame 1 alone rebuilds the strip (31 dB); blending in frame 0's clamped edge, as
+    # temporal weights alone would, drops it to 27.5 dB, below the rest of the frame (28).
+    assert psnr(ours[entering], truth[entering]) > 30.0
+    assert psnr(ours[entering], truth[entering]) > psnr(ours[rest], truth[rest]) + 2.0
+
+
 def accelerating(t: float) -> torch.Tensor:
     """Frame at time ``t`` of a whole picture speeding up: x(t) = 2 t^2 + 6 t pixels."""
     x = 40 + 2.0 * t * t + 6.0 * t

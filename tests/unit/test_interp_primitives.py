@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from worker.stages.flow import bidirectional_flow, flow_frames, resize_flow
-from worker.stages.splat import backwarp, fill_holes, softsplat
+from worker.stages.splat import backwarp, fill_holes, softsplat, within_frame
 
 
 def ramp(h: int = 8, w: int = 10) -> torch.Tensor:
@@ -114,3 +114,14 @@ def test_opencv_warp_on_the_cpu_matches_grid_sample() -> None:
         reference = backwarp(image.double(), flow.double(), mode)
         assert fast.dtype == torch.float32
         assert float((fast.double() - reference).abs().max()) < 1e-4, mode
+
+
+def test_within_frame_falls_off_beyond_the_edge() -> None:
+    flow = torch.zeros(1, 2, 4, 10)
+    flow[:, 0, :, 9] = torch.tensor([0.0, 1.0, 2.0, 3.0])  # the right column reads further out
+    flow[:, 1, 0, 0] = -0.5  # one pixel reads half a pixel above the top row
+    weight = within_frame(flow, ramp=2.0)
+    assert weight.shape == (1, 1, 4, 10)
+    assert torch.equal(weight[0, 0, :, 9], torch.tensor([1.0, 0.5, 0.0, 0.0]))
+    assert float(weight[0, 0, 0, 0]) == 0.75
+    assert float(weight[0, 0, 1:, :9].min()) == 1.0

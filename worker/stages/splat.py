@@ -40,6 +40,19 @@ def backwarp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") ->
     return warped.to(image.dtype)
 
 
+def within_frame(flow: torch.Tensor, ramp: float = 2.0) -> torch.Tensor:
+    """How far inside the frame each pixel's warp target ``x + flow(x)`` lies, as a weight.
+
+    1 on or inside the outer pixel centres, falling to 0 at ``ramp`` pixels beyond them:
+    a backward warp reads a clamped edge there, not picture. Returns (1, 1, h, w).
+    """
+    _, _, h, w = flow.shape
+    pos = _base_grid(h, w, flow.device, torch.float32) + flow.to(torch.float32)
+    x, y = pos[:, :1], pos[:, 1:]
+    inside = torch.minimum(torch.minimum(x, (w - 1) - x), torch.minimum(y, (h - 1) - y))
+    return (1.0 + inside / ramp).clamp_(0.0, 1.0)
+
+
 _CV2_MODES = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
