@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from worker.stages.flow import bidirectional_flow, flow_frames, resize_flow
-from worker.stages.splat import backwarp, fill_holes, softsplat, within_frame
+from worker.stages.splat import backwarp, fill_holes, median_flow, softsplat, within_frame
 
 
 def ramp(h: int = 8, w: int = 10) -> torch.Tensor:
@@ -125,3 +125,18 @@ def test_within_frame_falls_off_beyond_the_edge() -> None:
     assert torch.equal(weight[0, 0, :, 9], torch.tensor([1.0, 0.5, 0.0, 0.0]))
     assert float(weight[0, 0, 0, 0]) == 0.75
     assert float(weight[0, 0, 1:, :9].min()) == 1.0
+
+
+def test_median_flow_drops_a_stray_vector_and_keeps_a_motion_edge() -> None:
+    flow = torch.zeros(1, 2, 12, 12)
+    flow[:, 0, :, 6:] = 4.0  # the right half moves: an edge the median must keep
+    flow[:, :, 3, 2] = torch.tensor([9.0, -7.0])  # one wrong vector on the still half
+    for field in (flow, flow.double()):  # OpenCV on float32, sorting otherwise
+        clean = median_flow(field)
+        assert clean.dtype == field.dtype
+        assert float(clean[0, :, 3, 2].abs().max()) == 0.0
+        assert torch.equal(clean[0, 0, :, 6:], torch.full((12, 6), 4.0, dtype=field.dtype))
+        assert float(clean[0, 0, :, :6].abs().max()) == 0.0
+    generator = torch.Generator().manual_seed(1)
+    noisy = torch.randn(1, 2, 20, 30, generator=generator)
+    assert torch.allclose(median_flow(noisy).double(), median_flow(noisy.double()), atol=1e-6)

@@ -177,3 +177,21 @@ def choose_motion(
         best_error = torch.where(better, error[:, i : i + 1], best_error)
         best = torch.where(better, candidates[i], best)
     return best
+
+
+def median_flow(flow: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """Per-channel ``size`` x ``size`` median of a (1, C, h, w) field, edges replicated.
+
+    Removes isolated wrong vectors (where ``choose_motion`` flips between candidates patch by
+    patch) without blurring motion boundaries, as a mean would.
+    """
+    _, c, h, w = flow.shape
+    if flow.device.type == "cpu" and flow.dtype == torch.float32 and size in (3, 5):
+        # OpenCV's float median takes sizes 3 and 5 only; 5-10x faster than sorting patches.
+        planes = flow[0].contiguous().numpy()
+        out = np.stack([cv2.medianBlur(planes[i], size) for i in range(c)])
+        return torch.from_numpy(out).unsqueeze(0)
+    r = size // 2
+    padded = F.pad(flow, (r, r, r, r), mode="replicate")
+    patches = F.unfold(padded, size).view(1, c, size * size, h * w)
+    return patches.median(2).values.view(1, c, h, w)
