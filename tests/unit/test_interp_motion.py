@@ -73,6 +73,17 @@ def test_what_a_pan_brings_in_comes_from_the_frame_that_has_it(
     assert psnr(ours[entering], truth[entering]) > psnr(ours[rest], truth[rest]) + 2.0
 
 
+def test_a_frame_shared_by_two_pairs_is_prepared_the_same_as_afresh() -> None:
+    """The second pair reuses its first frame's flow input, with the same result."""
+    frames = [scene(t) for t in (0.0, 1.0, 2.0)]
+    running = MotionInterpolator(torch.device("cpu"))
+    running.prepare(frames[0], frames[1])
+    reused = running.prepare(frames[1], frames[2])
+    fresh = MotionInterpolator(torch.device("cpu")).prepare(frames[1].clone(), frames[2])
+    assert reused.src0 is running.prepare(frames[1], frames[0]).src0
+    assert torch.equal(reused.f01, fresh.f01) and torch.equal(reused.f10, fresh.f10)
+
+
 def accelerating(t: float) -> torch.Tensor:
     """Frame at time ``t`` of a whole picture speeding up: x(t) = 2 t^2 + 6 t pixels."""
     x = 40 + 2.0 * t * t + 6.0 * t

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from worker.stages.flow import bidirectional_flow, flow_frames, resize_flow
+from worker.stages.flow import bidirectional_flow, flow_frame, resize_flow
 from worker.stages.splat import backwarp, fill_holes, median_flow, softsplat, within_frame
 
 
@@ -95,12 +95,11 @@ def test_bidirectional_flow_finds_a_known_shift() -> None:
     assert f01[centre][:, 1].abs().median() < 0.1
 
 
-def test_flow_frames_caps_the_width_and_keeps_the_aspect() -> None:
+def test_flow_frame_caps_the_width_and_keeps_the_aspect() -> None:
     big = torch.rand(1, 3, 720, 1280)
-    small0, small1 = flow_frames(big, big, 640)
-    assert small0.shape == small1.shape == (1, 3, 360, 640)
-    same, _ = flow_frames(small0, small1, 640)
-    assert same is small0
+    small = flow_frame(big, 640)
+    assert small.shape == (1, 3, 360, 640)
+    assert flow_frame(small, 640) is small
 
 
 def test_opencv_warp_on_the_cpu_matches_grid_sample() -> None:

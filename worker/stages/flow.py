@@ -43,16 +43,14 @@ def to_gray_u8(frame: torch.Tensor) -> np.ndarray:
     return cv2.cvtColor(rgb8, cv2.COLOR_RGB2GRAY)
 
 
-def flow_frames(
-    src0: torch.Tensor, src1: torch.Tensor, max_width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pair at the size flow is estimated at: the source size, or ``max_width`` wide."""
-    h, w = src0.shape[-2:]
+def flow_frame(src: torch.Tensor, max_width: int) -> torch.Tensor:
+    """A frame at the size flow is estimated at: the source size, or ``max_width`` wide."""
+    h, w = src.shape[-2:]
     if w <= max_width:
-        return src0, src1
-    # Above ~640 pixels DIS gains almost nothing (measured on 720p) and costs quadratically.
+        return src
+    # Above ~500 pixels DIS gains almost nothing (measured on 720p) and costs quadratically.
     size = (max(1, round(h * max_width / w)), max_width)
-    return F.interpolate(src0, size=size, mode="area"), F.interpolate(src1, size=size, mode="area")
+    return F.interpolate(src, size=size, mode="area")
 
 
 def _dis(settings: FlowSettings) -> cv2.DISOpticalFlow:
