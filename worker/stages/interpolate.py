@@ -237,7 +237,7 @@ class MotionInterpolator:
             weight0, weight1 = (1.0 - t) * within_frame(to0, 1.0), t * within_frame(to1, 1.0)
             total = weight0 + weight1
             # Where both read from outside (a corner leaving both frames), temporal distance.
-            share1 = torch.where(total > 0, weight1 / total.clamp_min(1e-6), t)
+            share1 = torch.where(total > 1e-6, weight1 / total.clamp_min(1e-6), t)
             share1 = F.interpolate(share1, size=size, mode="bilinear", align_corners=False)
             # Bicubic: a warp shifts by fractions of a pixel, and bilinear sampling blurs
             # texture there (measured +0.33 dB over bilinear on the benchmark footage).

@@ -25,7 +25,7 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torc
 def backwarp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Sample ``image`` at ``x + flow(x)`` (``bilinear`` or ``bicubic``, edges clamped)."""
     n, _, h, w = image.shape
-    if image.device.type == "cpu" and image.dtype == torch.float32 and n == 1:
+    if image.device.type == "cpu" and image.dtype == torch.float32 and n == flow.shape[0] == 1:
         return _remap(image, flow, mode)
     pos = _base_grid(h, w, image.device, torch.float32) + flow.to(torch.float32)
     # grid_sample wants (x, y) in [-1, 1] with -1/1 on the outer pixel centres.
@@ -64,7 +64,8 @@ def _remap(image: torch.Tensor, flow: torch.Tensor, mode: str) -> torch.Tensor:
     """
     _, c, h, w = image.shape
     base = _base_grid(h, w, image.device, torch.float32)
-    # Float maps: OpenCV then samples at the exact position (fixed-point maps round to 1/32).
+    # Float maps: OpenCV 5 then samples at the exact position (4.x and fixed-point maps round
+    # to 1/32 px, hence the floor of 5.0 in pyproject.toml).
     map_x, map_y = (base[0] + flow[0].to(torch.float32)).contiguous().numpy()
     source = image[0].contiguous().numpy()
     out = np.empty_like(source)
