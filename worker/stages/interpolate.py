@@ -234,7 +234,7 @@ class MotionInterpolator:
             # has. Weighting by splat coverage (an occlusion mask) measured 0.3-0.4 dB worse
             # on real footage: the ordering above already decides which surface is sampled,
             # and coverage is noisy where DIS flow is smooth.
-            weight0, weight1 = (1.0 - t) * within_frame(to0, 1.0), t * within_frame(to1, 1.0)
+            weight0, weight1 = (1.0 - t) * within_frame(to0), t * within_frame(to1)
             total = weight0 + weight1
             # Where both read from outside (a corner leaving both frames), temporal distance.
             share1 = torch.where(total > 1e-6, weight1 / total.clamp_min(1e-6), t)

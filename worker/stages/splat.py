@@ -22,12 +22,18 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torc
     return torch.stack([gx, gy]).unsqueeze(0)
 
 
+def _targets(flow: torch.Tensor) -> torch.Tensor:
+    """Where each pixel's flow points: ``x + flow(x)`` as (N, 2, h, w) float32 pixel coordinates."""
+    _, _, h, w = flow.shape
+    return _base_grid(h, w, flow.device, torch.float32) + flow.to(torch.float32)
+
+
 def backwarp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Sample ``image`` at ``x + flow(x)`` (``bilinear`` or ``bicubic``, edges clamped)."""
     n, _, h, w = image.shape
     if image.device.type == "cpu" and image.dtype == torch.float32 and n == flow.shape[0] == 1:
         return _remap(image, flow, mode)
-    pos = _base_grid(h, w, image.device, torch.float32) + flow.to(torch.float32)
+    pos = _targets(flow)
     # grid_sample wants (x, y) in [-1, 1] with -1/1 on the outer pixel centres.
     gx = pos[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
     gy = pos[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
@@ -40,14 +46,14 @@ def backwarp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") ->
     return warped.to(image.dtype)
 
 
-def within_frame(flow: torch.Tensor, ramp: float = 2.0) -> torch.Tensor:
+def within_frame(flow: torch.Tensor, ramp: float = 1.0) -> torch.Tensor:
     """How far inside the frame each pixel's warp target ``x + flow(x)`` lies, as a weight.
 
     1 on or inside the outer pixel centres, falling to 0 at ``ramp`` pixels beyond them:
     a backward warp reads a clamped edge there, not picture. Returns (1, 1, h, w).
     """
     _, _, h, w = flow.shape
-    pos = _base_grid(h, w, flow.device, torch.float32) + flow.to(torch.float32)
+    pos = _targets(flow)
     x, y = pos[:, :1], pos[:, 1:]
     inside = torch.minimum(torch.minimum(x, (w - 1) - x), torch.minimum(y, (h - 1) - y))
     return (1.0 + inside / ramp).clamp_(0.0, 1.0)
@@ -62,16 +68,14 @@ def _remap(image: torch.Tensor, flow: torch.Tensor, mode: str) -> torch.Tensor:
     OpenCV's cubic kernel is torch's (a = -0.75), and BORDER_REPLICATE is grid_sample's
     border padding; the two agree within 1e-4 (tests/unit/test_interp_primitives.py).
     """
-    _, c, h, w = image.shape
-    base = _base_grid(h, w, image.device, torch.float32)
     # Float maps: OpenCV 5 then samples at the exact position (4.x and fixed-point maps round
     # to 1/32 px, hence the floor of 5.0 in pyproject.toml).
-    map_x, map_y = (base[0] + flow[0].to(torch.float32)).contiguous().numpy()
+    map_x, map_y = _targets(flow)[0].contiguous().numpy()
     source = image[0].contiguous().numpy()
     out = np.empty_like(source)
     # One plane at a time: the planes of a (C, h, w) tensor are already contiguous images,
     # so no copy to and from OpenCV's interleaved layout is needed.
-    for channel in range(c):
+    for channel in range(image.shape[1]):
         cv2.remap(
             source[channel],
             map_x,
