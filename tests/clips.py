@@ -267,28 +267,36 @@ def audio_spans(path: Path) -> list[tuple[Fraction, Fraction]]:
     return spans
 
 
-def ffmpeg_frames(path: Path, width: int, height: int) -> np.ndarray:
-    """Frames as FFmpeg's own command line decodes them (auto-rotated, RGB): a peer to check."""
+def ffmpeg_frames(
+    path: Path,
+    width: int,
+    height: int,
+    matrix: int = 6,
+    full_range: bool = False,
+    rotation: int = 0,
+) -> np.ndarray:
+    """Frames as FFmpeg decodes them and zimg converts them to float RGB, with the given
+    AVColorSpace matrix and range, then turned upright: a reference-quality peer,
+    (N, H, W, 3) for the upright ``width`` × ``height``."""
     import subprocess
 
     import imageio_ffmpeg
 
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-v",
-        "error",
-        "-i",
-        str(path),
-        "-fps_mode",
-        "passthrough",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-",
-    ]
+    names = {1: "709", 5: "470bg", 6: "170m", 7: "240m", 9: "2020_ncl"}
+    stored_w, stored_h = (height, width) if rotation % 180 else (width, height)
+    # zimg wants whole chroma samples: odd sizes have their chroma brought to full size
+    # by swscale (exact arithmetic, bicubic) first.
+    convert = "format=yuv444p16le," if stored_w % 2 or stored_h % 2 else ""
+    convert += f"zscale=min={names[matrix]}:rin={'full' if full_range else 'limited'}:f=spline36"
+    # Rotating first would move the chroma siting, so the peer turns the RGB result instead.
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-noautorotate", "-i", str(path)]
+    cmd += ["-sws_flags", "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"]
+    cmd += ["-fps_mode", "passthrough", "-vf", f"{convert},format=gbrpf32le"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "gbrpf32le", "-"]
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+    gbr = np.frombuffer(raw, np.float32).reshape(-1, 3, stored_h, stored_w)
+    rgb = gbr[:, [2, 0, 1]].transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(np.rot90(rgb, k=rotation // 90, axes=(1, 2)))
 
 
 def make_odd_stream(path: Path, codec: str, width: int, height: int, packets: int = 3) -> Path:

@@ -23,7 +23,7 @@ import torch
 
 from shared.errors import InvalidInput, ProcessingError, UnsupportedMedia
 from shared.logs import get_logger
-from worker.media.colors import guessed_matrix
+from worker.media.colors import coding_for, planar_format
 from worker.media.decode import decode_range
 from worker.media.encode import (
     CHUNK_MUXER,
@@ -32,6 +32,7 @@ from worker.media.encode import (
     VideoWriter,
     container_for,
     even_size,
+    pixel_format,
 )
 from worker.media.mux import AudioSource, VideoPart, join
 from worker.media.probe import (
@@ -155,6 +156,7 @@ class Target:
     time_base: Fraction
     rate: Fraction
     bit_depth: int
+    pix_fmt: str
     color: ColorTags
 
 
@@ -214,7 +216,8 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
     else:
         scale = options.scale or 1.0
         width, height = round(src_w * scale), round(src_h * scale)
-    width, height = even_size(options.codec, info.bit_depth, width, height)
+    pix_fmt = pixel_format(options.codec, info.pix_fmt)
+    width, height = even_size(options.codec, pix_fmt, width, height)
     if max(width, height) > MAX_OUTPUT_SIDE:
         raise InvalidInput(f"output {width}x{height} is too large (at most {MAX_OUTPUT_SIDE})")
     sar = info.sar if info.rotation % 180 == 0 else 1 / info.sar
@@ -222,12 +225,17 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
         # Keep the shape the viewer sees: a non-uniform resize changes the sample aspect.
         sar = (sar * Fraction(src_w, src_h) / Fraction(width, height)).limit_denominator(1000)
     fps = options.target_fps()
+    source = coding_for(info.pix_fmt, info.color, info.height)
+    rgb_source = planar_format(info.pix_fmt) is None
     color = ColorTags(
         primaries=info.color.primaries,
         transfer=info.color.transfer,
         # Tag the matrix we convert with, so players don't guess differently at the new size.
-        matrix=guessed_matrix(info.color.matrix, info.height),
-        range=1,
+        matrix=source.matrix,
+        # The source's range and siting, so unchanged pixels keep their codes; RGB sources
+        # become limited-range YUV like any video.
+        range=1 if rgb_source or not source.full_range else 2,
+        chroma_location=source.chroma_location,
     )
     return Target(
         width=width,
@@ -237,6 +245,7 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
         time_base=(1 / fps) if fps else info.time_base,
         rate=fps or info.fps,
         bit_depth=info.bit_depth,
+        pix_fmt=pix_fmt,
         color=color,
     )
 
@@ -369,7 +378,7 @@ def process_chunk(
         height=target.height,
         time_base=target.time_base,
         rate=target.rate,
-        bit_depth=target.bit_depth,
+        pix_fmt=target.pix_fmt,
         crf=options.crf,
         preset=options.preset,
         color=target.color,

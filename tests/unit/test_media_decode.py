@@ -6,11 +6,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import torch
 
 from tests.clips import ffmpeg_frames, make_clip
+from worker.media.colors import coding_for
 from worker.media.decode import decode_range
 from worker.media.probe import probe, scan_frames
 
@@ -38,11 +40,40 @@ def test_decoded_frames_match_ffmpeg(tmp_path: Path, name: str) -> None:
     width, height = info.upright_size
     assert all(f.image.shape == (1, 3, height, width) for f in frames)
     assert all(f.image.dtype == torch.float32 for f in frames)
-    peer = ffmpeg_frames(clip.path, width, height)
+    coding = coding_for(info.pix_fmt, info.color, info.height)
+    peer = ffmpeg_frames(clip.path, width, height, coding.matrix, coding.full_range, info.rotation)
     assert len(peer) == len(frames)
-    ours = np.stack([(f.image[0].permute(1, 2, 0) * 255).round().numpy() for f in frames])
-    # Same matrix, range and orientation as FFmpeg: only rounding and chroma filtering differ.
-    assert np.abs(ours - peer).mean() < 2.0
+    ours = np.stack([f.image[0].permute(1, 2, 0).numpy() for f in frames]) * 255
+    error = ours - peer * 255
+    # Same matrix, range and orientation as zimg: only chroma filtering differs, and
+    # nothing darkens or brightens the picture. (Odd sizes reach zimg through swscale's
+    # chroma filter, which alone differs from zimg's by ~0.9 codes on even sizes.)
+    odd = width % 2 or height % 2
+    assert np.abs(error).mean() < (2.5 if odd else 0.5)
+    assert abs(error.mean()) < (1.0 if odd else 0.05)
+
+
+def test_odd_sizes_decode_like_the_even_size_they_crop(tmp_path: Path) -> None:
+    # The same chroma planes under a luma one sample narrower and shorter: every pixel
+    # they share must decode the same (the chroma upsampling is cut, not shifted).
+    from worker.media.colors import write_planes
+
+    rng = np.random.default_rng(1)
+    planes = [rng.integers(16, 236, (38, 68), dtype=np.uint8)]
+    planes += [rng.integers(16, 241, (19, 34), dtype=np.uint8) for _ in range(2)]
+    images = []
+    for width, height in ((68, 38), (67, 37)):
+        path = tmp_path / f"{width}.mkv"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("ffv1", rate=24)
+            assert isinstance(stream, av.VideoStream)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            frame = write_planes([planes[0][:height, :width], *planes[1:]], "yuv420p")
+            frame.pts = 0
+            out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        images.append(next(decode_range(path, probe(path))).image)
+    assert torch.equal(images[1], images[0][..., :37, :67])
 
 
 def test_a_range_is_chosen_by_timestamps(tmp_path: Path) -> None:

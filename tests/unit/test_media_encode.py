@@ -49,7 +49,7 @@ def test_output_codec_format_and_timestamps(
     process_file(source.path, out, options)
     info = probe(out)
     assert info.codec == {"h264": "h264", "h265": "hevc", "ffv1": "ffv1", "prores": "prores"}[codec]
-    assert info.pix_fmt == pixel_format(codec, depth)
+    assert info.pix_fmt == pixel_format(codec, "yuv420p10le" if depth > 8 else "yuv420p")
     assert (info.width, info.height) == (128, 96)
     if container != "mkv" or codec in ("h264", "h265"):
         # Matroska's muxer reads the aspect only from a stream field PyAV cannot set; H.26x

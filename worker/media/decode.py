@@ -1,4 +1,4 @@
-"""Decode a range of video frames, by timestamps, into upright RGB float tensors."""
+"""Decode a range of video frames, by timestamps, into upright float RGB tensors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from shared.errors import UnsupportedMedia
-from worker.media.colors import src_matrix, src_range
+from worker.media.colors import coding_for, planar_format, planes_to_rgb, read_planes
 from worker.media.probe import MediaInfo, ffmpeg_reason, open_input, video_stream
 
 
@@ -34,7 +34,6 @@ def decode_range(
 ) -> Iterator[SourceFrame]:
     """Frames with ``start_pts <= pts <= stop_pts`` in presentation order, rotated upright."""
     name = Path(path).name
-    deep = info.bit_depth > 8
     seek = start_pts is not None and start_pts > info.start / info.time_base
     with open_input(path) as container:
         stream = video_stream(container)
@@ -61,7 +60,7 @@ def decode_range(
             if stop_pts is not None and pts > stop_pts:
                 break
             last = pts
-            yield SourceFrame(pts, _to_tensor(frame, info, deep, device))
+            yield SourceFrame(pts, _to_tensor(frame, info, device))
 
 
 def _decoded(
@@ -82,22 +81,25 @@ def _decoded(
         ) from None
 
 
-def _to_tensor(
-    frame: av.VideoFrame, info: MediaInfo, deep: bool, device: torch.device | None
-) -> torch.Tensor:
-    """RGB float tensor (1, 3, H, W) in [0, 1], converted with the source's own matrix."""
-    rgb = frame.reformat(
-        format="rgb48le" if deep else "rgb24",
-        src_colorspace=src_matrix(info.color.matrix, info.height),
-        src_color_range=src_range(info.color.range, frame.format.name),
-        interpolation="BICUBIC",
-    )
-    # Scale in numpy: torch's thread pool costs more than it saves on one frame.
-    array = rgb.to_ndarray().astype(np.float32)
-    array *= np.float32(1 / (65535.0 if deep else 255.0))
-    image = torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0)
-    if device is not None and device.type != "cpu":
-        image = image.to(device)
+def _to_tensor(frame: av.VideoFrame, info: MediaInfo, device: torch.device | None) -> torch.Tensor:
+    """Float RGB (1, 3, H, W), nominally in [0, 1] and unclipped, with the source's own
+    matrix, range and chroma siting (worker.media.colors)."""
+    planar = planar_format(frame.format.name)
+    if planar is None:
+        # RGB or palette sources: 16-bit RGB is exact for up to 16-bit input.
+        rgb = frame.reformat(format="rgb48le").to_ndarray().astype(np.float32)
+        rgb *= np.float32(1 / 65535)
+        image = torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+        image = image.to(device) if device is not None else image
+    else:
+        coding = coding_for(planar, info.color, info.height)
+        if planar != frame.format.name:
+            frame = frame.reformat(format=planar)  # a re-layout (NV12 -> planar), no maths
+        planes = [torch.from_numpy(p.astype(np.float32)) for p in read_planes(frame)]
+        if device is not None and device.type != "cpu":
+            planes = [p.to(device) for p in planes]
+        image = planes_to_rgb(planes, coding)
+    image = image.unsqueeze(0)
     if info.rotation:
         # The display matrix turns the stored picture counter-clockwise by `rotation`.
         image = torch.rot90(image, k=info.rotation // 90, dims=(2, 3))

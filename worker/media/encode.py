@@ -12,7 +12,14 @@ import numpy as np
 import torch
 
 from shared.errors import InvalidInput, ProcessingError
-from worker.media.colors import src_matrix
+from worker.media.colors import (
+    LEFT,
+    Coding,
+    guessed_matrix,
+    planar_format,
+    rgb_to_planes,
+    write_planes,
+)
 from worker.media.probe import ColorTags
 
 # Our codec names -> FFmpeg encoders.
@@ -54,23 +61,36 @@ def container_for(path: str | Path, container: str | None, codec: str) -> str:
     return container
 
 
-def pixel_format(codec: str, bit_depth: int) -> str:
-    """The output pixel format: 8-bit 4:2:0 H.264, 10-bit kept where the codec allows."""
-    deep = bit_depth > 8
+def pixel_format(codec: str, source: str = "yuv420p") -> str:
+    """The output pixel format for a source of pixel format ``source``: its own layout and
+    depth where the codec has them (FFV1, ProRes 4:4:4), else the codec's usual one; H.264
+    stays 8-bit 4:2:0, which every player decodes."""
+    planar = planar_format(source)
+    deep = av.VideoFormat(source).components[0].bits > 8
     if codec == "h264":
         return "yuv420p"
     if codec == "h265":
         return "yuv420p10le" if deep else "yuv420p"
+    if codec == "prores":
+        return "yuv444p10le" if planar is None or planar.startswith("yuv444") else "yuv422p10le"
+    if planar is None:
+        return "yuv444p16le" if deep else "yuv444p"
+    # FFV1 codes every planar layout; JPEG names are plain formats with a full-range tag.
+    planar = planar.replace("yuvj", "yuv").replace("yuva", "yuv")
+    return planar if planar in FFV1_FORMATS else "yuv444p16le"
+
+
+# The pixel formats FFV1 encodes, as this FFmpeg build says.
+FFV1_FORMATS = frozenset(f.name for f in av.codec.Codec("ffv1", "w").video_formats or ())
+
+
+def even_size(codec: str, pix_fmt: str, width: int, height: int) -> tuple[int, int]:
+    """Round a size down to what the codec allows for the pixel format's chroma
+    subsampling (FFV1 codes odd sizes, with a last chroma sample for the odd luma one)."""
     if codec == "ffv1":
-        return "yuv444p10le" if deep else "yuv444p"
-    return "yuv422p10le"
-
-
-def even_size(codec: str, bit_depth: int, width: int, height: int) -> tuple[int, int]:
-    """Round a size down to what the pixel format's chroma subsampling allows."""
-    fmt = pixel_format(codec, bit_depth)
-    wstep = 2 if "420" in fmt or "422" in fmt else 1
-    hstep = 2 if "420" in fmt else 1
+        return width, height
+    wstep = 2 if "420" in pix_fmt or "422" in pix_fmt else 1
+    hstep = 2 if "420" in pix_fmt or "440" in pix_fmt else 1
     return max(wstep, width - width % wstep), max(hstep, height - height % hstep)
 
 
@@ -83,7 +103,7 @@ class VideoSpec:
     height: int
     time_base: Fraction
     rate: Fraction
-    bit_depth: int = 8
+    pix_fmt: str = "yuv420p"
     crf: int | None = None
     preset: str = "medium"
     color: ColorTags = field(default_factory=ColorTags)
@@ -96,8 +116,13 @@ class VideoWriter:
     def __init__(self, path: str | Path, spec: VideoSpec, muxer: str) -> None:
         self.spec = spec
         self.frames = 0
-        self._pix_fmt = pixel_format(spec.codec, spec.bit_depth)
-        self._deep = av.VideoFormat(self._pix_fmt).components[0].bits > 8
+        self._coding = Coding(
+            pix_fmt=spec.pix_fmt,
+            matrix=guessed_matrix(spec.color.matrix, spec.height),
+            full_range=spec.color.range == 2,
+            chroma_location=spec.color.chroma_location or LEFT,
+        )
+        self._dtype = np.uint16 if self._coding.bits > 8 else np.uint8
         self._out = av.open(str(path), "w", format=muxer)
         try:
             self._stream = self._open_stream()
@@ -111,7 +136,7 @@ class VideoWriter:
         if not isinstance(stream, av.VideoStream):
             raise ProcessingError(f"{ENCODERS[spec.codec]} is not a video encoder")
         stream.width, stream.height = spec.width, spec.height
-        stream.pix_fmt = self._pix_fmt
+        stream.pix_fmt = spec.pix_fmt
         stream.time_base = spec.time_base
         ctx = stream.codec_context
         ctx.time_base = spec.time_base
@@ -141,23 +166,13 @@ class VideoWriter:
         """Encode one frame (1, 3, H, W) or (3, H, W) in [0, 1] at ``pts`` (time base ticks)."""
         if image.dim() == 4:
             image = image[0]
-        # numpy on the CPU: torch's thread pool costs more than it saves on one frame.
-        scale = 65535.0 if self._deep else 255.0
-        pixels = image.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0)
-        pixels = np.rint(np.clip(pixels, 0.0, 1.0) * scale)
-        if self._deep:
-            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels, np.uint16), "rgb48le")
-        else:
-            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels, np.uint8), "rgb24")
+        # The colour maths on the CPU, where the encoder takes the planes from.
+        planes = rgb_to_planes(image.detach().to("cpu", torch.float32), self._coding)
         spec = self.spec
-        frame = rgb.reformat(
-            format=self._pix_fmt,
-            dst_colorspace=src_matrix(spec.color.matrix, spec.height),
-            dst_color_range=spec.color.range,
-            dst_color_trc=spec.color.transfer,
-            dst_color_primaries=spec.color.primaries,
-            interpolation="BICUBIC",
-        )
+        frame = write_planes([p.numpy().astype(self._dtype) for p in planes], spec.pix_fmt)
+        # Some encoders (ProRes) take the colour tags from the frame, not the context.
+        frame.colorspace, frame.color_range = spec.color.matrix, spec.color.range
+        frame.color_primaries, frame.color_trc = spec.color.primaries, spec.color.transfer
         frame.pts = pts
         frame.time_base = spec.time_base
         if duration:

@@ -22,12 +22,14 @@ _FIELD_ORDER = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "b
 
 @dataclass(frozen=True)
 class ColorTags:
-    """Colour metadata as libavutil's enum values (2 = unspecified, range 0 = unspecified)."""
+    """Colour metadata as libavutil's enum values (2 = unspecified, range 0 = unspecified;
+    chroma location 0 = unspecified, 1 = left (MPEG-2), 2 = centre (JPEG))."""
 
     primaries: int = 2
     transfer: int = 2
     matrix: int = 2
     range: int = 0
+    chroma_location: int = 0
 
 
 @dataclass(frozen=True)

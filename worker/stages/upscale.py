@@ -57,7 +57,9 @@ class LanczosUpscaler:
         out = np.stack(
             [cv2.resize(img, (width, height), interpolation=cv2.INTER_LANCZOS4) for img in images]
         )
-        result = torch.from_numpy(out).permute(0, 3, 1, 2).clamp_(0.0, 1.0)
+        # Not clipped: luma stays linear in RGB, so this is Lanczos on the Y plane as FFmpeg
+        # scales it; the encoder clamps the codes.
+        result = torch.from_numpy(out).permute(0, 3, 1, 2)
         return place(result, size).to(frames.device, frames.dtype)
 
 
@@ -226,7 +228,8 @@ class NetworkUpscaler:
         content = fit_size(src, size, self.fit)
         needed = max(content[0] / src[0], content[1] / src[1])
         mono = self.monochrome == "yes" or (self.monochrome == "auto" and is_monochrome(frames))
-        x = frames.to(self.device, torch.float32)
+        # The networks were trained on [0, 1] images; decoded video may stray just outside.
+        x = frames.to(self.device, torch.float32).clamp(0.0, 1.0)
         if mono:
             x = to_gray(x)
         for scale in plan_factors(self.spec.scales, needed, self.max_passes):
