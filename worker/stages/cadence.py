@@ -8,7 +8,7 @@ arrays ((H, W, 3) or (H, W), uint8 or float in [0, 1]).
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -19,8 +19,25 @@ import torch
 
 Frame = torch.Tensor | np.ndarray
 
-# Frame rates that films were shot or transferred at; a measured cadence snaps to these.
-KNOWN_RATES = (8.0, 12.0, 15.0, 16.0, 18.0, 20.0, 22.0, 24.0, 25.0, 30.0)
+# Frame rates that films were shot or transferred at (12.5: drawn on twos for PAL); a cycle
+# of repeats is a cadence only when its original rate is one of these.
+KNOWN_RATES = (8.0, 12.0, 12.5, 15.0, 16.0, 18.0, 20.0, 22.0, 24.0, 25.0, 30.0)
+# A cycle's rate is an exact fraction of the shown rate: it must match a known rate to
+# rounding (a loose match would let 24 fps * 12/23 = 12.52 pass for 12.5).
+RATE_TOLERANCE = 0.0005
+# Longest cycle tried (24 fps shown at 25 repeats once in 25 frames), and how many periods
+# of it the window must hold.
+MAX_PERIOD = 30
+MIN_CYCLES = 3
+# Motion below this (mean thumbnail difference, 3/4 of a grey level) is a still picture:
+# there the encoder's own frame pattern (B-frames every fourth frame) makes differences
+# rise and fall threefold on a cycle (measured 0.12-0.8 on a slow pan at CRF 28), so
+# nothing in it is judged a repeat or a new frame.
+MIN_MOTION = 0.75 / 255
+# Judged repeats a cycle needs, and the share of them that may look like motion (noise:
+# on footage that repeats nothing, the quietest phase of any cycle fails two thirds).
+MIN_JUDGED = 3
+MAX_FAILED = 0.15
 
 
 def thumbnail(frame: Frame, width: int = 64) -> np.ndarray:
@@ -111,116 +128,156 @@ class Cadence:
         return any(self.repeats)
 
 
-def _snap_rate(rate: float) -> float:
-    for known in KNOWN_RATES:
-        if abs(rate - known) <= 0.03 * known:
-            return known
-    return round(rate, 3)
+@dataclass(frozen=True)
+class _Cycle:
+    """A hypothesis: the shown frames repeat on a ``period`` with these repeat ``phases``."""
+
+    period: int
+    phases: frozenset[int]
+    original_fps: float
+    # Per phase: frames whose neighbours move enough to judge them, and those of them that
+    # disagree with the phase (a repeat that looks like motion, a new frame like a duplicate).
+    judged: tuple[int, ...]
+    failed: tuple[int, ...]
+
+    @property
+    def errors(self) -> float:
+        """Share of the judged frames the cycle calls wrong."""
+        return sum(self.failed) / max(sum(self.judged), 1)
+
+    @property
+    def fits(self) -> bool:
+        """Whether the cycle explains the window: its duplicates, and only them."""
+        judged = sum(self.judged[p] for p in self.phases)
+        failed = sum(self.failed[p] for p in self.phases)
+        # A phase too many would show motion on a repeat phase, a phase too few duplicates
+        # on a new-frame phase: each phase must hold to its kind for two thirds of its
+        # frames at least.
+        consistent = all(3 * f <= j for f, j in zip(self.failed, self.judged, strict=True))
+        # Enough evidence: each repeat of the cycle judged in three periods at least (a
+        # cycle that calls moving frames repeats raises its own noise floor and would
+        # otherwise excuse them by judging almost nothing).
+        enough = judged >= MIN_JUDGED and all(self.judged[p] >= MIN_CYCLES for p in self.phases)
+        return enough and failed <= MAX_FAILED * judged and consistent
 
 
-def _pattern(runs: list[int]) -> str:
-    """Shortest repeating run-length cycle: '2:1:1' for 18 fps at 24, '2:1x23' for 24 at 25."""
-    if not runs:
-        return ""
-    # Ignore the first and last runs, which the chunk edges may have cut short.
-    body = runs[1:-1] if len(runs) > 4 else runs
-    mean_run = float(np.mean(body))
-    best: tuple[float, int] | None = None
-    for period in range(1, min(30, len(body)) + 1):
-        cycle = body[:period]
-        # The cycle must also keep the average run: a plain '1' is not 24 fps shown at 25.
-        if abs(float(np.mean(cycle)) - mean_run) > 0.01:
+def _known(rate: float) -> bool:
+    """Whether a rate is a film rate, or one slowed by NTSC's 1000/1001 (23.976 for 24)."""
+    return any(
+        abs(rate - known * slow) <= RATE_TOLERANCE * known
+        for known in KNOWN_RATES
+        for slow in (1.0, 1000 / 1001)
+    )
+
+
+def _cycles(n: int, fps: float) -> list[tuple[int, int]]:
+    """(period, unique frames per period) whose original rate is a known one, with three
+    periods in ``n`` frames."""
+    out = []
+    for period in range(2, min(MAX_PERIOD, n // MIN_CYCLES) + 1):
+        for unique in range(1, period):
+            # Reduced fractions only: (4, 2) is the (2, 1) cycle seen twice.
+            if math.gcd(unique, period) == 1 and _known(fps * unique / period):
+                out.append((period, unique))
+    return out
+
+
+def _judge(diffs: np.ndarray, period: int, unique: int, fps: float, min_ratio: float) -> _Cycle:
+    """Judge every frame against the cycle whose repeat phases are its quietest ones."""
+    m = len(diffs)
+    phase = np.arange(m) % period
+    quiet = np.argsort([np.median(diffs[p::period]) for p in range(period)], kind="stable")
+    phases = frozenset(int(p) for p in quiet[: period - unique])
+    on = np.isin(phase, list(phases))
+    new = np.flatnonzero(~on)
+    # What a repeat differs by (grain, compression): a picture moving less than a few times
+    # this, or barely at all, is still, and there repeats cannot be told from new frames.
+    still = max(MIN_MOTION, min_ratio * float(np.median(diffs[on])))
+    judged, failed = [0] * period, [0] * period
+    for i in range(m):
+        # The motion around a frame: the nearest new-frame differences, two either side.
+        at = int(np.searchsorted(new, i))
+        after = at if on[i] else at + 1
+        near = np.concatenate([new[max(at - 2, 0) : at], new[after : after + 2]])
+        motion = float(np.median(diffs[near])) if len(near) else 0.0
+        if motion < still:
             continue
-        match = sum(body[i] == cycle[i % period] for i in range(len(body))) / len(body)
-        if match >= 0.9 and (best is None or match > best[0]):
-            best = (match, period)
-    if best is None:
-        return ":".join(str(r) for r, _ in Counter(body).most_common())
-    cycle = body[: best[1]]
-    # Rotate so the cycle starts with its longest run: one canonical name per cadence.
-    start = int(np.argmax(cycle))
-    cycle = cycle[start:] + cycle[:start]
-    if len(cycle) <= 6:
-        return ":".join(str(r) for r in cycle)
-    groups = [(r, len(list(g))) for r, g in groupby(cycle)]
+        duplicate = bool(diffs[i] * min_ratio <= motion)
+        judged[phase[i]] += 1
+        failed[phase[i]] += duplicate != bool(on[i])
+    return _Cycle(period, phases, fps * unique / period, tuple(judged), tuple(failed))
+
+
+def _find_cycle(diffs: np.ndarray, fps: float, min_ratio: float) -> _Cycle | None:
+    """The cycle that explains the differences best, or None when none explains them."""
+    fitting = [
+        cycle
+        for period, unique in _cycles(len(diffs) + 1, fps)
+        if (cycle := _judge(diffs, period, unique, fps, min_ratio)).fits
+    ]
+    # Fewest frames called wrong; on a tie the shortest period (they come in that order).
+    return min(fitting, key=lambda c: c.errors, default=None)
+
+
+def _pattern(cycle: _Cycle) -> str:
+    """The cycle's run lengths: '2:1:1' for 18 fps at 24, '2:1x23' for 24 at 25."""
+    # Frame f repeats its predecessor when difference f - 1 is on a repeat phase.
+    unique = [f for f in range(1, cycle.period + 1) if (f - 1) % cycle.period not in cycle.phases]
+    runs = [b - a for a, b in zip(unique, [*unique[1:], unique[0] + cycle.period], strict=True)]
+    # The greatest rotation (it starts with the longest run): one name per cadence.
+    runs = max(runs[i:] + runs[:i] for i in range(len(runs)))
+    if len(runs) <= 6:
+        return ":".join(str(r) for r in runs)
+    groups = [(r, len(list(g))) for r, g in groupby(runs)]
     return ":".join(str(r) if k == 1 else f"{r}x{k}" for r, k in groups)
-
-
-def _periodic_phases(flags: np.ndarray, max_period: int = 30) -> tuple[int, np.ndarray] | None:
-    """Shortest period whose phases explain >= 90% of the flags, with its repeat phases."""
-    n = len(flags)
-    for period in range(2, min(max_period, n // 2) + 1):
-        rates = np.array([flags[phase::period].mean() for phase in range(period)])
-        phases = rates >= 0.5
-        if not phases.any():
-            continue
-        expected = phases[np.arange(n) % period]
-        if (expected == flags).mean() >= 0.9:
-            return period, phases
-    return None
 
 
 def detect_cadence(
     frames: Sequence[Frame],
     fps: float,
     min_ratio: float = 3.0,
-    window: int = 6,
-    exact: float = 1e-4,
 ) -> Cadence:
-    """Find frames that repeat their predecessor (robust to grain) and the original cadence.
+    """Find frames that repeat their predecessor on a transfer's cycle, and the original rate.
 
-    A repeat differs from its predecessor by noise alone, a new frame by motion too. Motion
-    changes from shot to shot, so each difference is compared with the motion around it: the
-    75th percentile of the differences within ``window`` frames either side, which is a
-    new-frame difference for every usual cadence (even 2:2, where half are repeats). A
-    candidate is ``min_ratio`` times smaller than that. Transfers repeat on a fixed cycle, so
-    when the candidates follow one, the cycle decides (slowing motion off the cycle is not a
-    repeat; a grainy repeat on it is); otherwise only clear candidates count. In a still shot
-    all differences are alike and none is a repeat. Differences below ``exact`` are repeats
-    whatever their neighbours.
+    A transfer repeat is a duplicate: it differs from its predecessor by grain and
+    compression alone, a new frame by motion too; and transfers repeat on a fixed cycle
+    whose original rate (``fps`` times unique frames per period) is a film rate. So every
+    cycle of a known rate that fits three times in the window is tried over all of it, its
+    repeat phases being its quietest ones. Each frame where the picture moves is judged: a
+    duplicate differs ``min_ratio`` times less than the nearest new frames. A cycle fits
+    when its repeats are duplicates (a few noisy exceptions aside), each of its phases holds
+    to its kind, and each repeat phase was judged in three periods. Where nothing moves
+    nothing is judged, so a still shot, a freeze, a fade or a slow moment has no cadence; nor
+    does stray slow motion, which keeps no cycle of a film rate. Of the cycles that fit, the
+    one that calls fewest frames wrong decides every frame; with none, every frame is kept.
     """
     n = len(frames)
-    if n == 0:
-        return Cadence(repeats=[], unique=[], fps=fps, original_fps=fps, pattern="")
     thumbs = [thumbnail(f) for f in frames]
     diffs = np.array(
         [float(np.abs(thumbs[i] - thumbs[i - 1]).mean()) for i in range(1, n)], dtype=np.float64
     )
-    # Too few neighbours to judge (clips of under four frames): nothing is a repeat.
-    ratios = np.zeros(len(diffs))
-    for i, diff in enumerate(diffs):
-        around = diffs[max(0, i - window) : i + window + 1]
-        if len(around) >= 3:
-            ratios[i] = np.percentile(around, 75) / max(diff, 1e-9)
-    candidates = ratios > min_ratio
-    cycle = _periodic_phases(candidates) if candidates.any() else None
-    if cycle is not None:
-        period, phases = cycle
-        on_cycle = phases[np.arange(len(diffs)) % period]
-        repeat_diff = on_cycle & (ratios > min_ratio / 2)
-    else:
-        repeat_diff = ratios > 2 * min_ratio
-    repeat_diff |= diffs < exact
-    repeats = [False, *(bool(r) for r in repeat_diff)]
-    unique = [i for i in range(n) if not repeats[i]]
-
-    runs = [b - a for a, b in zip(unique, [*unique[1:], n], strict=True)]
-    # Only a cycle of repeats is a cadence; stray repeats (a freeze, a glitch) leave the rate.
-    original = _snap_rate(fps * len(unique) / n) if cycle is not None else fps
-    shown = np.array(unique, dtype=np.float64) / fps
+    cycle = _find_cycle(diffs, fps, min_ratio)
+    shown = np.arange(n, dtype=np.float64) / fps
     if cycle is None:
-        times = [float(t) for t in shown]
-    else:
-        # Unique frames are shown late by up to a repeat; centre them on the original clock
-        # so the output stays in sync with the sound.
-        ideal = np.arange(len(unique), dtype=np.float64) / original
-        offset = float(np.median(shown - ideal))
-        times = [offset + float(t) for t in ideal]
+        return Cadence(
+            repeats=[False] * n,
+            unique=list(range(n)),
+            fps=fps,
+            original_fps=fps,
+            pattern="1" if n else "",
+            unique_times=[float(t) for t in shown],
+        )
+    repeats = [False, *((i % cycle.period) in cycle.phases for i in range(n - 1))]
+    unique = [i for i in range(n) if not repeats[i]]
+    # Unique frames are shown late by up to a repeat; centre them on the original clock so
+    # the output stays in sync with the sound.
+    ideal = np.arange(len(unique), dtype=np.float64) / cycle.original_fps
+    offset = float(np.median(shown[unique] - ideal))
     return Cadence(
         repeats=repeats,
         unique=unique,
         fps=fps,
-        original_fps=original,
-        pattern=_pattern(runs),
-        unique_times=times,
+        original_fps=cycle.original_fps,
+        pattern=_pattern(cycle),
+        unique_times=[offset + float(t) for t in ideal],
     )
