@@ -1,12 +1,12 @@
 """`make bench`: every benchmark in turn, with its default settings (`python -m bench NAME…`
-runs only those named: upload, pipeline, upscale, interpolate)."""
+runs only those named: fidelity, repeats, upload, pipeline, upscale, interpolate)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-ORDER = ("upload", "pipeline", "upscale", "interpolate")
+ORDER = ("fidelity", "repeats", "upload", "pipeline", "upscale", "interpolate")
 
 
 def main() -> None:
