@@ -10,7 +10,7 @@ is itself a 24 fps film shown at 25 (one frame a second repeated): its "own rate
 those five repeats to find, and the planted cases use its unique frames.
 
 Each case is cut into chunks as the pipeline cuts a film, and each chunk is judged as
-``original_times`` judges it: its frames with half a second either side, and only a cadence
+``original_times`` judges it: its frames with ``CADENCE_CONTEXT_S`` either side, and only a cadence
 whose rate differs from the clip's drops anything. Prints, per case and chunk length, the
 frames wrongly dropped and the true repeats kept.
 
@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_interpolate import OUT, VIDEOS, decode, sample_video
+from worker.pipeline import CADENCE_CONTEXT_S
 from worker.stages.cadence import detect_cadence, thumbnail
 
 # Planted cadences: shown rate, and the run-length cycle of the original frames on it.
@@ -47,7 +48,7 @@ CADENCES: dict[str, tuple[float, list[int]]] = {
     "12>24 2:2": (24.0, [2]),
     "8>24 3": (24.0, [3]),
 }
-CONTEXT_S = 0.5  # as the pipeline's CADENCE_CONTEXT_S
+CONTEXT_S = float(CADENCE_CONTEXT_S)  # as the pipeline judges a chunk
 SYNTHETIC = ("pan", "slow pan", "still+grain", "fade", "grain")
 
 

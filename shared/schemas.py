@@ -25,6 +25,10 @@ UPSCALERS = (
     "realesrgan-x4plus",
     "realesrgan-x4plus-anime",
     "realesr-animevideov3",
+    "basicvsr",
+    "basicvsr-vimeo90k-bi",
+    "basicvsr-vimeo90k-bd",
+    "basicvsr-reds",
 )
 INTERPOLATORS = ("motion", "dain", "blend", "repeat")
 CODECS = ("h264", "h265", "ffv1", "prores")

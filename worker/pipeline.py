@@ -24,7 +24,7 @@ import torch
 from shared.errors import InvalidInput, ProcessingError, UnsupportedMedia
 from shared.logs import get_logger
 from worker.media.colors import coding_for, planar_format
-from worker.media.decode import decode_range
+from worker.media.decode import SourceFrame, decode_range
 from worker.media.encode import (
     CHUNK_MUXER,
     ENCODERS,
@@ -47,16 +47,21 @@ from worker.plan import ChunkPlan, plan_chunks
 from worker.retime import first_output_time, output_count, parse_fps, slots
 from worker.stages.cadence import detect_cadence, thumbnail
 from worker.stages.interpolate import INTERPOLATORS, get_interpolator
-from worker.stages.upscale import UPSCALERS, get_upscaler
+from worker.stages.upscale import UPSCALERS, Upscaler, get_upscaler
+from worker.stages.video_sr import VideoUpscaler
 
 log = get_logger(__name__)
 
 AUDIO_MODES = ("keep", "replace", "add", "none")
 FITS = ("sar", "pad", "crop")
 REPEAT_MODES = ("drop", "keep")
-# Frames decoded either side of a chunk to judge its edge frames' repeats and cadence: half
-# a second holds several unique frames at any film rate.
-CADENCE_CONTEXT_S = Fraction(1, 2)
+# Frames decoded either side of a chunk to judge its edge frames' repeats and cadence: a
+# cadence is accepted only over three of its periods, and 24 fps shown at 25 repeats one
+# frame in 25, so a second and a half (worker.stages.cadence).
+CADENCE_CONTEXT_S = Fraction(3, 2)
+# Frames decoded either side for interpolators that look at neighbours: half a second
+# holds the nearest frame at any film rate.
+NEIGHBOUR_CONTEXT_S = Fraction(1, 2)
 MAX_OUTPUT_SIDE = 8192
 
 # Called with the number of output frames done so far; raising cancels the work.
@@ -255,10 +260,11 @@ def chunk_offset(plan: ChunkPlan, fps: Fraction | None) -> Fraction:
     return first_output_time(plan.start, fps)
 
 
-def context_ticks(info: MediaInfo, time_base: Fraction) -> int:
-    """Time-base ticks decoded either side of a chunk: half a second, or three frames of a
+def context_ticks(info: MediaInfo, time_base: Fraction, seconds: Fraction) -> int:
+    """Time-base ticks decoded either side of a chunk: ``seconds``, or three frames of a
     very slow film, whichever is longer."""
-    seconds = max(CADENCE_CONTEXT_S, 3 / info.fps) if info.fps else CADENCE_CONTEXT_S
+    if info.fps:
+        seconds = max(seconds, 3 / info.fps)
     return math.ceil(seconds / time_base)
 
 
@@ -269,12 +275,13 @@ def original_times(
     frame's pts, its time on the original clock (seconds from the film start).
 
     None when no frames repeat on a cycle: a freeze or a still shot is the film, not the
-    transfer, and keeps its frames. Each chunk judges its own frames with half a second of
-    context either side, so its edge frames are judged as in an unchunked run. ``context``
-    more unique frames are kept either side for interpolators that look at neighbours.
+    transfer, and keeps its frames. Each chunk judges its own frames with a second and a
+    half of context either side, so its edge frames are judged as in an unchunked run.
+    ``context`` more unique frames are kept either side for interpolators that look at
+    neighbours.
     """
     tb = plan.time_base
-    margin = context_ticks(info, tb)
+    margin = context_ticks(info, tb, CADENCE_CONTEXT_S)
     first = max(plan.start_pts - margin, plan.film_start_pts)
     last = plan.stop_pts if plan.last else plan.stop_pts + margin
     shown, thumbs = [], []
@@ -343,6 +350,90 @@ def nearest_outside(frames: Iterator[Any], start: int, stop: int) -> Iterator[An
             return
 
 
+Clock = dict[str, float]
+
+
+def upscaled_in_batches(
+    decoded: Iterator[SourceFrame],
+    upscaler: Upscaler,
+    size: tuple[int, int],
+    batch: int,
+    clock: Clock,
+) -> Iterator[tuple[SourceFrame, torch.Tensor]]:
+    """Each decoded frame with its upscaled picture, ``batch`` frames at a time through a
+    frame-by-frame upscaler (frames already at ``size`` pass untouched)."""
+    while True:
+        started = time.perf_counter()
+        frames = list(itertools.islice(decoded, batch))
+        clock["decode"] += time.perf_counter() - started
+        if not frames:
+            return
+        started = time.perf_counter()
+        src = torch.cat([f.image for f in frames])
+        with torch.inference_mode():
+            out = src if src.shape[-2:] == size else upscaler(src, size)
+        clock["upscale"] += time.perf_counter() - started
+        yield from ((f, out[i : i + 1]) for i, f in enumerate(frames))
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    pts: int
+
+
+def upscaled_in_windows(
+    source: str | Path,
+    info: MediaInfo,
+    upscaler: VideoUpscaler,
+    size: tuple[int, int],
+    span: tuple[int, int],
+    keep: Callable[[Iterator[Any]], Iterator[Any]],
+    device: torch.device,
+    clock: Clock,
+) -> Iterator[tuple[SourceFrame, torch.Tensor]]:
+    """The frames ``keep`` picks from those in ``span`` (pts, inclusive), with their
+    pictures upscaled by a video upscaler. It reads windows of consecutive frames placed by
+    their index in the film, so the frames either side that its windows need are decoded
+    too (and repeats are read as they are: every window stays where an unchunked run has
+    it)."""
+    index = scan_frames(source).pts
+    lo, hi = span
+    wanted = [s.pts for s in keep(_Stamp(p) for p in index if lo <= p <= hi)]
+    if not wanted:
+        return
+    position = {p: i for i, p in enumerate(index)}
+    start, stop = position[wanted[0]], position[wanted[-1]] + 1
+    before, after = upscaler.context(start, stop, len(index))
+    first, last = start - before, min(stop + after, len(index)) - 1
+    pictures: dict[int, torch.Tensor] = {}
+    wanted_set = set(wanted)
+
+    def read() -> Iterator[torch.Tensor]:
+        expected = first
+        for frame in decode_range(source, info, index[first], index[last], device):
+            if frame.pts != index[expected]:
+                raise UnsupportedMedia(
+                    f"{Path(source).name}: frame {expected} does not decode where the "
+                    "file's index puts it; the file is damaged"
+                )
+            expected += 1
+            if frame.pts in wanted_set:
+                pictures[frame.pts] = frame.image
+            yield frame.image[0]
+
+    started = time.perf_counter()
+    at = start
+    outputs = upscaler.stream(read(), size, first=first, start=start, stop=stop, total=len(index))
+    for out in outputs:
+        clock["upscale"] += time.perf_counter() - started
+        for i in range(out.shape[0]):
+            pts = index[at + i]
+            if pts in wanted_set:
+                yield SourceFrame(pts, pictures.pop(pts)), out[i : i + 1]
+        at += out.shape[0]
+        started = time.perf_counter()
+
+
 def process_chunk(
     source: str | Path,
     plan: ChunkPlan,
@@ -390,7 +481,7 @@ def process_chunk(
     # Motion over four frames needs one more frame either side of the chunk: decode it from
     # the margin, so a chunked run sees what an unchunked one does.
     neighbours = interpolator is not None and interpolator.uses_neighbours
-    margin = context_ticks(info, tb) if neighbours else 0
+    margin = context_ticks(info, tb, NEIGHBOUR_CONTEXT_S) if neighbours else 0
     first_pts = max(plan.start_pts - margin, plan.film_start_pts)
     last_pts = plan.stop_pts if plan.last else plan.stop_pts + margin
     true_time = None
@@ -399,31 +490,27 @@ def process_chunk(
         if found is not None:
             first_pts, last_pts, true_time = found
 
-    def frames() -> Iterator[_Frame]:
-        """Decoded and upscaled frames, a batch at a time."""
-        decoded: Iterator[Any] = decode_range(source, info, first_pts, last_pts, device)
+    def keep(frames: Iterator[Any]) -> Iterator[Any]:
+        """The decoded frames the chunk's output needs (anything with a ``pts``)."""
         if true_time is not None:
             # Repeats are dropped before upscaling: fewer frames to upscale, too.
-            decoded = (f for f in decoded if f.pts in true_time)
-        elif neighbours:
-            decoded = nearest_outside(decoded, plan.start_pts, plan.stop_pts)
-        count = 0
-        while True:
-            started = time.perf_counter()
-            batch = [f for _, f in zip(range(options.batch), decoded, strict=False)]
-            clock["decode"] += time.perf_counter() - started
-            if not batch:
-                return
-            result.frames_in += len(batch)
-            started = time.perf_counter()
-            src = torch.cat([f.image for f in batch])
-            with torch.inference_mode():
-                out = src if src.shape[-2:] == size else upscaler(src, size)
-            clock["upscale"] += time.perf_counter() - started
-            for i, f in enumerate(batch):
-                at = true_time[f.pts] if true_time is not None else f.pts * tb - film_start
-                yield _Frame(count, at, src[i : i + 1], out[i : i + 1])
-                count += 1
+            return (f for f in frames if f.pts in true_time)
+        if neighbours:
+            return nearest_outside(frames, plan.start_pts, plan.stop_pts)
+        return frames
+
+    def frames() -> Iterator[_Frame]:
+        """Decoded and upscaled frames, in order."""
+        if isinstance(upscaler, VideoUpscaler) and size != (info.height, info.width):
+            span = (first_pts, last_pts)
+            pairs = upscaled_in_windows(source, info, upscaler, size, span, keep, device, clock)
+        else:
+            decoded = keep(decode_range(source, info, first_pts, last_pts, device))
+            pairs = upscaled_in_batches(decoded, upscaler, size, options.batch, clock)
+        for count, (f, out) in enumerate(pairs):
+            result.frames_in += 1
+            at = true_time[f.pts] if true_time is not None else f.pts * tb - film_start
+            yield _Frame(count, at, f.image, out)
 
     part = output.with_name(output.name + ".part")
     try:

