@@ -113,7 +113,10 @@ class Options:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
-        """Refuse contradictory or out-of-range options with a message saying which."""
+        """Refuse contradictory or out-of-range options with a message saying which.
+
+        The soundtrack file an ``audio`` mode needs is checked where the sound is muxed
+        (``require_soundtrack``): planning and chunks run without it."""
         if self.scale is not None and (self.width is not None or self.height is not None):
             raise InvalidInput("give either a scale or a width/height, not both")
         if self.scale is not None and not 0.1 <= self.scale <= 16:
@@ -142,8 +145,6 @@ class Options:
             )
         if self.audio not in AUDIO_MODES:
             raise InvalidInput(f"unknown audio mode {self.audio!r}; choose one of {AUDIO_MODES}")
-        if self.audio in ("replace", "add") and not self.audio_file:
-            raise InvalidInput(f"audio mode {self.audio!r} needs an audio file")
         if self.chunk_seconds < 1:
             raise InvalidInput(f"chunks must be at least 1 s long, got {self.chunk_seconds}")
         if self.batch < 1:
@@ -604,6 +605,7 @@ def join_chunks(
 ) -> Path:
     """Concatenate chunk files (no re-encoding) and mux the audio the options ask for."""
     options.check()
+    require_soundtrack(options)
     if len(plans) != len(chunk_files) or not plans:
         raise ProcessingError(f"{len(chunk_files)} chunk files for {len(plans)} chunks")
     info = info or probe(source)
@@ -631,6 +633,12 @@ def join_chunks(
     finally:
         part.unlink(missing_ok=True)
     return output
+
+
+def require_soundtrack(options: Options) -> None:
+    """Refuse ``audio=replace``/``add`` without a soundtrack file."""
+    if options.audio in ("replace", "add") and not options.audio_file:
+        raise InvalidInput(f"audio mode {options.audio!r} needs an audio file")
 
 
 def _soundtrack(path: str) -> AudioSource:
@@ -674,6 +682,7 @@ def process_file(
     options.check()
     output = Path(output)
     container_for(output, options.container, options.codec)
+    require_soundtrack(options)
     if options.audio_file:
         _soundtrack(options.audio_file)
     info = probe(source)
