@@ -166,10 +166,11 @@ class VideoWriter:
         """Encode one frame (1, 3, H, W) or (3, H, W) in [0, 1] at ``pts`` (time base ticks)."""
         if image.dim() == 4:
             image = image[0]
-        # The colour maths on the CPU, where the encoder takes the planes from.
-        planes = rgb_to_planes(image.detach().to("cpu", torch.float32), self._coding)
+        # The colour maths where the frame is (a GPU sends 1.5 bytes a pixel, not 12).
+        planes = rgb_to_planes(image.detach().float(), self._coding)
         spec = self.spec
-        frame = write_planes([p.numpy().astype(self._dtype) for p in planes], spec.pix_fmt)
+        arrays = [p.to(torch.int32).cpu().numpy().astype(self._dtype) for p in planes]
+        frame = write_planes(arrays, spec.pix_fmt)
         # Some encoders (ProRes) take the colour tags from the frame, not the context.
         frame.colorspace, frame.color_range = spec.color.matrix, spec.color.range
         frame.color_primaries, frame.color_trc = spec.color.primaries, spec.color.transfer
