@@ -23,7 +23,7 @@ import torch
 
 from shared.errors import InvalidInput, ProcessingError, UnsupportedMedia
 from shared.logs import get_logger
-from worker.media.colors import coding_for, planar_format
+from worker.media.colors import LEFT, coding_for, planar_format
 from worker.media.decode import SourceFrame, decode_range
 from worker.media.encode import (
     CHUNK_MUXER,
@@ -238,10 +238,13 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
         transfer=info.color.transfer,
         # Tag the matrix we convert with, so players don't guess differently at the new size.
         matrix=source.matrix,
-        # The source's range and siting, so unchanged pixels keep their codes; RGB sources
-        # become limited-range YUV like any video.
-        range=1 if rgb_source or not source.full_range else 2,
-        chroma_location=source.chroma_location,
+        # The source's range, so unchanged pixels keep their codes; RGB sources become
+        # limited-range YUV like any video, and ProRes (whose MOV files players read as
+        # limited) gets limited range too.
+        range=2 if source.full_range and not rgb_source and options.codec != "prores" else 1,
+        # PyAV cannot tag chroma siting, and players assume MPEG-2's ("left") for untagged
+        # video: JPEG-sited chroma is re-sited to it.
+        chroma_location=LEFT,
     )
     return Target(
         width=width,
@@ -502,7 +505,7 @@ def process_chunk(
 
     def frames() -> Iterator[_Frame]:
         """Decoded and upscaled frames, in order."""
-        if isinstance(upscaler, VideoUpscaler) and size != (info.height, info.width):
+        if isinstance(upscaler, VideoUpscaler) and size != info.upright_size[::-1]:
             span = (first_pts, last_pts)
             pairs = upscaled_in_windows(source, info, upscaler, size, span, keep, device, clock)
         else:

@@ -18,6 +18,8 @@ from worker.media.colors import (
     upsample_chroma,
     write_planes,
 )
+from worker.media.decode import decode_range
+from worker.media.probe import probe
 from worker.pipeline import Options, process_file
 
 # (pix_fmt, width, height, (matrix, range) tags or None for an untagged stream)
@@ -89,9 +91,42 @@ def test_pass_through_keeps_every_plane(tmp_path: Path, case: str) -> None:
     assert out_fmt == pix_fmt.replace("yuvj", "yuv")
     assert len(frames) == len(stored)
     for want, got in zip(stored, frames, strict=True):
-        for a, b in zip(want, got, strict=True):
+        for plane, (a, b) in enumerate(zip(want, got, strict=True)):
             diff = b.astype(np.int64) - a.astype(np.int64)
-            assert np.abs(diff).max() == 0, (case, np.abs(diff).max(), diff.mean())
+            if pix_fmt.startswith("yuvj") and plane:
+                # JPEG's centred chroma is re-sited to the MPEG-2 siting players assume for
+                # the untagged output: resampled a quarter sample over, so not exact; on the
+                # smooth ramps (away from the noise blocks) it stays within a code.
+                y, x = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
+                near_block = (x // 8 + y // 8) % 3 == 0
+                for shift in (-1, 1):  # resampling reaches one sample either side
+                    near_block |= np.roll(near_block, shift, axis=1)
+                assert np.abs(diff[~near_block]).max() <= 1, (case, plane)
+            else:
+                assert np.abs(diff).max() == 0, (case, plane, np.abs(diff).max(), diff.mean())
+
+
+def test_rgb_and_grey_sources_keep_their_levels(tmp_path: Path) -> None:
+    # An RGB film (PNG frames) and an untagged grey one: full range, as FFmpeg reads them.
+    rgb = np.zeros((16, 32, 3), np.uint8)
+    rgb[:, :16] = (245, 200, 10)
+    rgb[:, 16:] = (255, 0, 128)
+    grey = np.where(np.arange(32) < 16, 10, 245).astype(np.uint8)[None].repeat(16, 0)
+    for name, codec, frame in (
+        ("rgb.mov", "png", av.VideoFrame.from_ndarray(rgb, "rgb24")),
+        ("grey.mkv", "ffv1", av.VideoFrame.from_ndarray(grey, "gray")),
+    ):
+        path = tmp_path / name
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream(codec, rate=24)
+            assert isinstance(stream, av.VideoStream)
+            stream.width, stream.height, stream.pix_fmt = 32, 16, frame.format.name
+            frame.pts = 0
+            out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        image = next(decode_range(path, probe(path))).image[0].permute(1, 2, 0).numpy()
+        want = rgb if frame.format.name == "rgb24" else np.stack([grey] * 3, axis=-1)
+        assert np.abs(image * 255 - want).max() < 1e-3, name
 
 
 def test_output_keeps_the_source_range_tag(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ Chroma siting decides how the half-resolution chroma is brought to full resoluti
   samples. Up: c ∓ g/4 at the two, with g the centred slope (c[k+1] − c[k−1]) / 2, which is
   exact on ramps; down: the mean of the two, which is again exactly c.
 
-Chroma location tags are not readable through PyAV, so siting follows the conventions: JPEG
-formats (yuvj*) are centred, every other 4:2:0 is MPEG-2 ("left"); the output keeps the
-source's siting.
+Chroma location tags are not readable or writable through PyAV, so siting follows the
+conventions: JPEG formats (yuvj*) are centred, every other 4:2:0 is MPEG-2 ("left"); the
+output, untagged, is written with MPEG-2 siting, which is what players assume.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ def guessed_matrix(matrix: int, height: int) -> int:
 
 
 def src_range(range_: int, pix_fmt: str) -> int:
-    """The colour range to read with: the tag, else full for JPEG formats, else limited."""
+    """The colour range to read with: the tag, else full for JPEG and grey formats (as
+    FFmpeg reads them), else limited."""
     if range_ in (1, 2):
         return range_
-    return 2 if pix_fmt in _JPEG_FORMATS else 1
+    return 2 if pix_fmt in _JPEG_FORMATS or pix_fmt.startswith(("gray", "ya")) else 1
 
 
 def chroma_location(pix_fmt: str) -> int:

@@ -86,10 +86,7 @@ def _to_tensor(frame: av.VideoFrame, info: MediaInfo, device: torch.device | Non
     matrix, range and chroma siting (worker.media.colors)."""
     planar = planar_format(frame.format.name)
     if planar is None:
-        # RGB or palette sources: 16-bit RGB is exact for up to 16-bit input.
-        rgb = frame.reformat(format="rgb48le").to_ndarray().astype(np.float32)
-        rgb *= np.float32(1 / 65535)
-        image = torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+        image = torch.from_numpy(_rgb(frame))
         image = image.to(device) if device is not None else image
     else:
         coding = coding_for(planar, info.color, info.height)
@@ -104,3 +101,18 @@ def _to_tensor(frame: av.VideoFrame, info: MediaInfo, device: torch.device | Non
         # The display matrix turns the stored picture counter-clockwise by `rotation`.
         image = torch.rot90(image, k=info.rotation // 90, dims=(2, 3))
     return image
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Float RGB (3, H, W) in [0, 1] of an RGB or palette frame, without rounding: 8-bit
+    sources are re-laid to rgb24 (a shuffle), planar GBR is read as it is stored, and only
+    other deep RGB goes through swscale's 16-bit RGB (whose 8 -> 16-bit step is inexact)."""
+    fmt = frame.format
+    bits = int(fmt.components[0].bits)
+    if bits <= 8:
+        return frame.to_ndarray(format="rgb24").transpose(2, 0, 1).astype(np.float32) / 255
+    if fmt.name.startswith("gbrp") and len(fmt.components) == 3:
+        g, b, r = read_planes(frame)
+        return np.stack([r, g, b]).astype(np.float32) / (2**bits - 1)
+    rgb = frame.reformat(format="rgb48le").to_ndarray()
+    return rgb.transpose(2, 0, 1).astype(np.float32) / 65535

@@ -72,7 +72,8 @@ def pixel_format(codec: str, source: str = "yuv420p") -> str:
     if codec == "h265":
         return "yuv420p10le" if deep else "yuv420p"
     if codec == "prores":
-        return "yuv444p10le" if planar is None or planar.startswith("yuv444") else "yuv422p10le"
+        full_chroma = planar is None or planar.startswith(("yuv444", "yuvj444", "yuva444"))
+        return "yuv444p10le" if full_chroma else "yuv422p10le"
     if planar is None:
         return "yuv444p16le" if deep else "yuv444p"
     # FFV1 codes every planar layout; JPEG names are plain formats with a full-range tag.
