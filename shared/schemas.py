@@ -37,6 +37,12 @@ CONTAINERS = ("mp4", "mkv", "mov")
 MAX_WIDTH, MAX_HEIGHT = 7680, 4320
 
 
+def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """A probe result as users may see it: without the worker's local file path (rows
+    written before workers left it out still hold one)."""
+    return {k: v for k, v in meta.items() if k != "path"}
+
+
 class JobOptions(BaseModel):
     """How to restore a film; every field is optional and has a sensible default."""
 

@@ -30,6 +30,7 @@ from shared.errors import InvalidInput, LumiereError
 from shared.jobs import ACTIVE, move_chunk, move_job, notify, progress_of, set_job
 from shared.logs import get_logger
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, Upload, UploadStatus, utcnow
+from shared.schemas import public_meta
 from shared.storage import Storage, chunk_key, result_key
 from worker.plan import ChunkPlan
 
@@ -184,7 +185,7 @@ def plan_job(job_id: str) -> None:
                 session,
                 job_id,
                 ACTIVE,
-                probe={**jsonable(info), "cadence": cadence},
+                probe={**public_meta(jsonable(info)), "cadence": cadence},
                 chunks_total=len(plans),
                 frames_total=expected_frames(plans, fps),
                 timings={"plan": round(time.perf_counter() - started, 3)},
@@ -608,7 +609,7 @@ def join_job(job_id: str) -> None:
         join_chunks(source, plans, files, out, options)
         key = result_key(job_id, ext)
         storage.upload_file(out, key)
-        meta = jsonable(probe(out))
+        meta = public_meta(jsonable(probe(out)))
         previews = upload_previews(storage, job_id, source, out, float(meta["duration"]) / 2)
     except LumiereError as err:
         fail_job(job_id, f"joining: {err}")

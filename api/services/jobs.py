@@ -25,7 +25,7 @@ from shared.models import (
     new_id,
     utcnow,
 )
-from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
+from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic, public_meta
 from shared.storage import Storage, job_prefix
 from shared.webhooks import check_url
 
@@ -145,8 +145,12 @@ def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
         timings=job.timings or {},
         error=job.error,
         options=job.options,
-        input={"filename": job.input_filename, "size": job.input_size, "probe": job.probe},
-        output=job.output_meta,
+        input={
+            "filename": job.input_filename,
+            "size": job.input_size,
+            "probe": public_meta(job.probe) if job.probe else job.probe,
+        },
+        output=public_meta(job.output_meta) if job.output_meta else job.output_meta,
         result_url=f"{base_url}/v1/jobs/{job.id}/result" if job.output_key else None,
         has_preview=bool(job.preview_keys),
         created_at=job.created_at,

@@ -102,6 +102,9 @@ def test_curl_multipart_job_runs_in_chunks_and_keeps_sound(
     assert {"decode", "upscale", "interpolate", "encode", "join"} <= set(job["timings"])
     assert job["input"]["probe"]["width"] == 64
     assert job["output"]["width"] == 128
+    # No worker's local paths in what users see.
+    assert "path" not in job["input"]["probe"] and "path" not in job["output"]
+    assert "/tmp" not in json.dumps(job) and str(Path.home()) not in json.dumps(job)
 
     result = _probe(_download(client, job["id"], tmp_path / "out.mp4"))
     assert result["frames"] == 90
