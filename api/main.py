@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.routes import dashboard, events, health, jobs, metrics, uploads, webhooks
@@ -14,7 +15,10 @@ def create_app() -> FastAPI:
     """Build the API: routes, error handlers, logging."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    app = FastAPI(
+    # /docs with its scripts served from the package, not a CDN. No /redoc: the ReDoc that
+    # package bundles cannot read OpenAPI 3.1 ("Something went wrong" in a browser test).
+    app = FastAPIOffline(
+        redoc_url=None,
         title="Lumière",
         version="0.1.0",
         summary="Restore old films: AI super-resolution, motion-aware frame interpolation, sound.",
