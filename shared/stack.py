@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -79,6 +80,25 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+# Written by `lumiere up` while it runs (mode 0600: it holds the store's secret): how to
+# reach its servers, for `lumiere keys`, `migrate` and `submit` in another shell.
+STACK_FILE = "stack.json"
+
+
+def running_stack(settings: Settings) -> Settings:
+    """``settings`` completed from a `lumiere up` running on the same data directory, where
+    the environment names no database; the API URL and key of that stack too."""
+    data_dir = settings.data_dir.expanduser().resolve()
+    path = data_dir / STACK_FILE
+    if settings.database_url or not path.exists():
+        return settings
+    found = json.loads(path.read_text())
+    key_file = data_dir / "api-key"
+    if not settings.api_key and key_file.exists():
+        found["api_key"] = key_file.read_text().strip()
+    return settings.model_copy(update=found)
+
+
 @click.command()
 def up() -> None:
     """Start everything on this machine (Postgres, Redis, S3, API, a worker) until Ctrl-C."""
@@ -102,6 +122,8 @@ def up() -> None:
         env["LUMIERE_DATA_DIR"] = str(data_dir)
         prepare(settings)
         api_key = local_api_key(settings, data_dir)
+        base = f"http://{settings.host}:{settings.port}"
+        _write_private(data_dir / STACK_FILE, json.dumps({**stack.settings(), "api_url": base}))
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         children.append(subprocess.Popen(api_argv(settings.host, settings.port), env=env))
@@ -114,7 +136,6 @@ def up() -> None:
                     stderr=subprocess.STDOUT,
                 )
             )
-        base = f"http://{settings.host}:{settings.port}"
         if not _wait_http(f"{base}/healthz", 60):
             raise click.ClickException(f"the API did not answer on {base}")
         click.echo(f"\nLumière is up: {base}  (API docs: {base}/docs)")
@@ -138,7 +159,15 @@ def up() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
         if not external:
+            (data_dir / STACK_FILE).unlink(missing_ok=True)
             stack.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 @click.command()
@@ -175,7 +204,7 @@ def worker(queues: str, concurrency: int | None, name: str | None) -> None:
 @click.command()
 def migrate() -> None:
     """Upgrade the database to the newest schema and create the bucket if missing."""
-    settings = get_settings()
+    settings = running_stack(get_settings())
     configure_logging(settings.log_level, settings.log_json)
     prepare(settings)
     click.echo("database and bucket are ready")
@@ -208,7 +237,13 @@ def create_key_command(name: str) -> None:
     from shared.db import session_scope
     from shared.keys import create_key
 
-    with session_scope() as session:
+    settings = running_stack(get_settings())
+    if not settings.database_url:
+        raise click.ClickException(
+            "no database: start the stack with `lumiere up` (same LUMIERE_DATA_DIR) or set "
+            "LUMIERE_DATABASE_URL"
+        )
+    with session_scope(settings.database_url) as session:
         key, secret = create_key(session, name)
         click.echo(f"created API key {key.id} ({name}); keep it secret, it is not stored:")
     click.echo(secret)

@@ -11,6 +11,7 @@ import httpx
 from tqdm import tqdm
 
 from shared.config import get_settings
+from shared.stack import running_stack
 
 
 class _Counting:
@@ -77,7 +78,7 @@ def submit(
     **options: Any,
 ) -> None:
     """Upload FILM to Lumière and print the job id (with --wait: follow it to the end)."""
-    settings = get_settings()
+    settings = running_stack(get_settings())
     base = (api_url or settings.api_url or f"http://127.0.0.1:{settings.port}").rstrip("/")
     key = api_key or settings.api_key
     if not key:

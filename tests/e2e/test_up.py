@@ -48,12 +48,24 @@ def test_up_serves_health_with_every_dependency_and_stops_cleanly() -> None:
         # Everything it stores lives under LUMIERE_DATA_DIR.
         assert (data / "data" / "services" / "postgres" / "data" / "PG_VERSION").exists()
         assert (data / "data" / "services" / "s3" / "data").is_dir()
+        # A second shell, told nothing but the data directory, finds the running stack.
+        made = subprocess.run(
+            [str(exe), "keys", "create", "bob"], env=env, capture_output=True, text=True
+        )
+        assert made.returncode == 0, made.stderr
+        bob = made.stdout.strip().splitlines()[-1]
+        listed = httpx.get(
+            f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": f"Bearer {bob}"}
+        )
+        assert listed.status_code == 200, listed.text
+        assert oct((data / "data" / "stack.json").stat().st_mode & 0o777) == "0o600"
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output.decode(errors="replace")[-3000:]
         assert b"Lumi\xc3\xa8re is up" in output
         # Postgres was shut down (its pid file goes away on a clean stop).
         assert not (data / "data" / "services" / "postgres" / "data" / "postmaster.pid").exists()
+        assert not (data / "data" / "stack.json").exists()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
