@@ -47,18 +47,30 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
+def _meminfo(field: str, fallback: int) -> int:
+    """A /proc/meminfo figure in bytes (``fallback`` where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return fallback
+
+
 def free_memory_bytes(device: torch.device) -> int:
     """Memory a run on ``device`` may still take: free GPU memory, or available RAM."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2 << 30
+    return _meminfo("MemAvailable", 2 << 30)
+
+
+def total_memory_bytes(device: torch.device) -> int:
+    """All the memory of ``device``: a constant per machine, unlike what is free."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return _meminfo("MemTotal", 8 << 30)
 
 
 @functools.cache

@@ -341,16 +341,22 @@ def _forward(
     return out
 
 
+def _models_dir(options: dict[str, object]) -> Path:
+    """The ``models_dir`` option, taken out of ``options``, else the settings' folder."""
+    given = options.pop("models_dir", None)
+    if given is None:
+        from shared.config import get_settings
+
+        return get_settings().resolved_models_dir()
+    return Path(str(given))
+
+
 def _network_factory(
     model: str, device: torch.device, dtype: torch.dtype = torch.float32, **options: object
 ) -> NetworkUpscaler:
     """Registry factory: ``dtype`` is the frames' dtype; ``precision`` picks the compute."""
-    models_dir = options.pop("models_dir", None)
-    if models_dir is None:
-        from shared.config import get_settings
-
-        models_dir = get_settings().resolved_models_dir()
-    return NetworkUpscaler(get_spec(model), device, Path(str(models_dir)), **options)  # type: ignore[arg-type]
+    models_dir = _models_dir(options)
+    return NetworkUpscaler(get_spec(model), device, models_dir, **options)  # type: ignore[arg-type]
 
 
 def _video_factory(
@@ -360,13 +366,9 @@ def _video_factory(
     it builds on this module)."""
     from worker.stages.video_sr import VideoUpscaler
 
-    models_dir = options.pop("models_dir", None)
-    if models_dir is None:
-        from shared.config import get_settings
-
-        models_dir = get_settings().resolved_models_dir()
+    models_dir = _models_dir(options)
     options.pop("denoise", None)  # BasicVSR has no denoise levels
-    return VideoUpscaler(device, Path(str(models_dir)), model, **options)  # type: ignore[arg-type]
+    return VideoUpscaler(device, models_dir, model, **options)  # type: ignore[arg-type]
 
 
 # name -> factory(device, dtype, **options). AI upscalers register here (see worker/models).

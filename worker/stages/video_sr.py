@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.errors import ModelUnavailable
-from worker.devices import keep_freed_memory
+from worker.devices import keep_freed_memory, total_memory_bytes
 from worker.models.basicvsr_arch import BasicVSR, blocks_in, convert_basicsr_state
 from worker.models.catalog import VideoModelSpec, get_video_spec
 from worker.models.store import FETCH_HINT, verify_files
@@ -96,19 +96,6 @@ class WindowGrid:
         first = self.window(start // self.core, total).start
         last = self.window((stop - 1) // self.core, total).stop
         return (start - first, max(0, last - stop))
-
-
-def _memory_bytes(device: torch.device) -> int:
-    """Total memory of ``device``: a constant per machine, unlike what is free."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
 
 
 _lock = threading.Lock()
@@ -322,7 +309,9 @@ class VideoUpscaler:
         itemsize = 4 if self.compute == torch.float32 else 2
         elements = _RECONSTRUCT_ELEMENTS + kept * _KEPT_ELEMENTS + frames * _WINDOW_ELEMENTS
         per_pixel = elements * itemsize * 1.5
-        side = int(math.sqrt(_memory_bytes(self.device) * share / per_pixel)) - 2 * self.overlap
+        side = (
+            int(math.sqrt(total_memory_bytes(self.device) * share / per_pixel)) - 2 * self.overlap
+        )
         return max(MIN_TILE, min(side, 2048))
 
 
