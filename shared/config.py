@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chunk_seconds: float = Field(10.0, gt=0)
     worker_concurrency: int = Field(1, ge=1)
-    # A running chunk holds a lease renewed every lease/6 s; when a worker dies (even by
-    # SIGKILL) its chunk is handed to another worker once the lease expires.
+    # Running work (a chunk, a plan, a join) holds a lease renewed every lease/6 s; when a
+    # worker dies (even by SIGKILL) its work is handed to another once the lease expires.
+    # A chunk, plan or join whose worker died this many times fails the job with a reason.
     chunk_lease_s: float = Field(60.0, ge=3)
     chunk_max_attempts: int = Field(3, ge=1)
 

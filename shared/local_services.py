@@ -66,6 +66,20 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> 
         proc.wait()
 
 
+def _running(proc: subprocess.Popen[bytes] | None) -> bool:
+    """Whether a server we started is still running (a dead one is reaped, not left defunct)."""
+    return proc is not None and proc.poll() is None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
@@ -166,6 +180,14 @@ class LocalPostgres:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
+    def alive(self) -> bool:
+        """Whether the server of this cluster runs (its pid file names a live postmaster)."""
+        try:
+            pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return pid_alive(pid)
+
     def stop(self) -> None:
         data = self.root / "data"
         if (data / "postmaster.pid").exists():
@@ -215,6 +237,10 @@ class LocalRedis:
 
         _wait_for(ping, "redis (valkey)", 20, log_file)
         log.info("redis.started", port=self.port)
+
+    def alive(self) -> bool:
+        """Whether the server is still running."""
+        return _running(self.proc)
 
     def stop(self) -> None:
         _stop_process(self.proc)
@@ -309,6 +335,10 @@ class LocalS3:
 
         _wait_for(ready, "S3 (seaweedfs)", 60, log_file)
         log.info("s3.started", port=self.port)
+
+    def alive(self) -> bool:
+        """Whether the server is still running."""
+        return _running(self.proc)
 
     def stop(self) -> None:
         _stop_process(self.proc, timeout=15)

@@ -144,6 +144,9 @@ class Job(Base):
     chunks_total: Mapped[int] = mapped_column(Integer, default=0)
     frames_total: Mapped[int] = mapped_column(BigInteger, default=0)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Tries at the current control step (planning or joining) that ended without a word:
+    # the worker died. Like a chunk's attempts, they stop a crash that repeats itself.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Webhook for this job (else the key's default), the events wanted, and the last
     # progress step announced (so each step is sent once, whichever worker crosses it).
     webhook_url: Mapped[str | None] = mapped_column(String(2048))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,9 @@ from pathlib import Path
 import click
 
 from shared.config import Settings, get_settings
+from shared.local_services import LocalStack
 from shared.logs import configure_logging, get_logger
+from shared.supervisor import Child, GaveUp, Program, Supervisor
 
 log = get_logger(__name__)
 
@@ -101,66 +102,83 @@ def running_stack(settings: Settings) -> Settings:
 
 @click.command()
 def up() -> None:
-    """Start everything on this machine (Postgres, Redis, S3, API, a worker) until Ctrl-C."""
-    from shared.local_services import LocalStack
+    """Start everything on this machine (Postgres, Redis, S3, API, a worker) until Ctrl-C.
 
+    Each process is supervised: one that dies is restarted (shared.supervisor); the stack
+    stops on Ctrl-C, on SIGTERM, or when a process keeps failing, saying which."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     data_dir = settings.data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     stack = LocalStack(data_dir / "services")
-    env = dict(os.environ)
     external = bool(settings.database_url and settings.redis_url and settings.s3_endpoint_url)
-    children: list[subprocess.Popen[bytes]] = []
-    # SIGTERM (from a supervisor) stops the stack like Ctrl-C does.
+    if not external:
+        settings = settings.model_copy(update=stack.settings())
+    supervisor = Supervisor(children(settings, stack, data_dir, external))
+    # SIGTERM (from a supervisor of our own) stops the stack like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        if not external:
-            stack.start()
-            env.update(stack.env())
-            settings = settings.model_copy(update=stack.settings())
-        env["LUMIERE_DATA_DIR"] = str(data_dir)
-        prepare(settings)
-        api_key = local_api_key(settings, data_dir)
+        supervisor.start()
         base = f"http://{settings.host}:{settings.port}"
-        _write_private(data_dir / STACK_FILE, json.dumps({**stack.settings(), "api_url": base}))
-        logs = data_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        children.append(subprocess.Popen(api_argv(settings.host, settings.port), env=env))
-        with (logs / "worker.log").open("ab") as worker_log:
-            children.append(
-                subprocess.Popen(
-                    worker_argv("control,chunks", settings.worker_concurrency, "local@%h"),
-                    env=env,
-                    stdout=worker_log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
         if not _wait_http(f"{base}/healthz", 60):
             raise click.ClickException(f"the API did not answer on {base}")
         click.echo(f"\nLumière is up: {base}  (API docs: {base}/docs)")
-        click.echo(f"  API key: {api_key}   (also in {data_dir / 'api-key'})")
+        click.echo(
+            f"  API key: {local_api_key(settings, data_dir)}   (also in {data_dir / 'api-key'})"
+        )
         click.echo(f"  data:   {data_dir}")
-        click.echo(f"  worker log: {logs / 'worker.log'}")
+        click.echo(f"  logs:   {data_dir / 'logs'}")
         click.echo("Press Ctrl-C to stop.\n")
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        dead = next(c for c in children if c.poll() is not None)
-        raise click.ClickException(f"a child process exited ({dead.returncode}): {dead.args!r}")
+        supervisor.watch()
+    except GaveUp as err:
+        raise click.ClickException(str(err)) from err
     except KeyboardInterrupt:
         click.echo("\nStopping…")
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
         if not external:
             (data_dir / STACK_FILE).unlink(missing_ok=True)
-            stack.stop()
+
+
+def children(settings: Settings, stack: LocalStack, data_dir: Path, external: bool) -> list[Child]:
+    """What `lumiere up` runs, in start order: the servers (unless external ones are set),
+    then a step that migrates and writes stack.json, the API and a worker."""
+    env = {**os.environ, "LUMIERE_DATA_DIR": str(data_dir)}
+    logs = data_dir / "logs"
+    found: list[Child] = []
+    if not external:
+        env.update(stack.env())
+        services = stack.root
+        for name, server in (
+            ("postgres", stack.postgres),
+            ("redis", stack.redis),
+            ("s3", stack.s3),
+        ):
+            found.append(
+                Child(
+                    name,
+                    server.start,
+                    server.alive,
+                    server.stop,
+                    str(services / name / "server.log"),
+                )
+            )
+
+    def ready() -> None:
+        prepare(settings)
+        info = {
+            **(stack.settings() if not external else {}),
+            "api_url": f"http://{settings.host}:{settings.port}",
+        }
+        _write_private(data_dir / STACK_FILE, json.dumps(info))
+
+    found.append(Child("setup", ready, lambda: True, lambda: None))
+    found.append(
+        Program(api_argv(settings.host, settings.port), env, logs / "api.log").child("api")
+    )
+    worker = worker_argv("control,chunks", settings.worker_concurrency, "local@%h")
+    found.append(Program(worker, env, logs / "worker.log").child("worker"))
+    return found
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -6,6 +6,7 @@ is done or no longer wanted, so a task delivered twice does no harm.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import math
@@ -15,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -37,12 +39,15 @@ from worker.plan import ChunkPlan
 log = get_logger(__name__)
 
 PROGRESS_EVERY_S = 0.5
-# A running chunk renews its lease (Settings.chunk_lease_s) from a thread of its own, so a
-# slow first frame does not look dead; one not renewed in time is taken over.
-# Work whose message may have been lost (the broker was down when it was sent, or restarted
-# without its data) is sent again after this long; running it twice does no harm.
-QUEUED_AFTER = timedelta(minutes=2)
-STUCK_AFTER = timedelta(minutes=15)
+# Running work (a chunk, a plan, a join) renews its lease (Settings.chunk_lease_s) from a
+# thread of its own, so a slow first frame does not look dead; one not renewed in time is
+# taken over. Work that no one holds — not running under a live lease, not waiting in the
+# broker, not just delivered to a worker — is sent again (see `reconcile`): its message was
+# lost (the broker was down when it was sent, restarted without its data, or the worker that
+# had it died). Sending twice does no harm: every task checks the rows first.
+# Rows younger than this are left alone: their message may be on its way.
+SEND_GRACE = timedelta(seconds=10)
+RECONCILE_LOCK = "lumiere:reconcile"
 
 
 class Cancelled(Exception):
@@ -84,11 +89,14 @@ def local_copy(storage: Storage, key: str, job_id: str, name: str) -> Path:
 
 def pipeline_options(job: Job, audio_path: Path | None) -> Any:
     """The pipeline's options for this job."""
+    return pipeline_options_from(dict(job.options), audio_path)
+
+
+def pipeline_options_from(values: dict[str, Any], audio_path: Path | None) -> Any:
+    """The pipeline's options from a job's stored options and its local soundtrack."""
     from worker.pipeline import Options
 
-    values = dict(job.options)
-    values["audio_file"] = str(audio_path) if audio_path else None
-    return Options.from_dict(values)
+    return Options.from_dict({**values, "audio_file": str(audio_path) if audio_path else None})
 
 
 def resource_error(err: BaseException) -> str | None:
@@ -121,14 +129,20 @@ def fail_job(job_id: str, reason: str) -> None:
 
 def plan_job(job_id: str) -> None:
     """Probe the film, write one row per chunk, enqueue the chunks that are not done."""
-    from worker.media.probe import probe
-    from worker.pipeline import expected_frames, plan_file, resolve_target
+    if not start_planning(job_id):
+        return
+    with control_try(job_id, "planning") as mine:
+        if mine and write_chunks(job_id) and send_chunks(job_id):
+            # Every chunk may already be done (a re-plan, or chunks faster than this).
+            maybe_join(job_id)
 
-    storage = Storage()
+
+def start_planning(job_id: str) -> bool:
+    """Move a queued job to running (announcing ``job.started``); ``True`` if it is planning."""
     with session_scope() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status not in ACTIVE:
-            return
+        if job is None:
+            return False
         started_event = None
         if move_job(
             session,
@@ -136,60 +150,79 @@ def plan_job(job_id: str) -> None:
             [JobStatus.QUEUED],
             JobStatus.RUNNING,
             stage="planning",
+            attempts=0,
             started_at=job.started_at or utcnow(),
         ):
             started_event = notify(session, job_id, "job.started")
-        else:
-            set_job(session, job_id, [JobStatus.RUNNING], stage="planning")
-        has_chunks = session.scalar(select(exists().where(Chunk.job_id == job_id)))
-        input_key = job.input_key
-    queue.enqueue_webhooks([started_event])
-    if not has_chunks:
-        started = time.perf_counter()
-        try:
-            with session_scope() as session:
-                job = session.get(Job, job_id)
-                assert job is not None
-                options = pipeline_options(job, None)
-            source = local_copy(storage, input_key, job_id, "input")
-            options.check()
-            info = probe(source)
-            resolve_target(info, options)
-            plans = plan_file(source, options.chunk_seconds)
-            cadence = sample_cadence(source, info)
-            # Say whether the chunks will drop the repeats (they judge their own frames).
-            cadence["repeats_dropped"] = bool(
-                options.target_fps()
-                and options.repeats == "drop"
-                and cadence["original_fps"] != round(float(info.fps), 3)
-            )
-        except InvalidInput as err:
-            fail_job(job_id, str(err))
-            return
-        fps = options.target_fps()
-        with session_scope() as session:
-            # Another delivery of this task may have planned meanwhile: the unique
-            # (job_id, index) constraint would refuse a second set; check first.
-            if session.scalar(select(exists().where(Chunk.job_id == job_id))):
-                return plan_job(job_id)
-            for plan in plans:
-                session.add(
-                    Chunk(
-                        job_id=job_id,
-                        index=plan.index,
-                        plan=plan.to_dict(),
-                        frames_total=chunk_output_frames(plan, fps),
-                    )
+        planning = session.scalar(
+            select(
+                exists().where(
+                    Job.id == job_id, Job.status == JobStatus.RUNNING, Job.stage == "planning"
                 )
-            set_job(
-                session,
-                job_id,
-                ACTIVE,
-                probe={**public_meta(jsonable(info)), "cadence": cadence},
-                chunks_total=len(plans),
-                frames_total=expected_frames(plans, fps),
-                timings={"plan": round(time.perf_counter() - started, 3)},
             )
+        )
+    queue.enqueue_webhooks([started_event])
+    return bool(planning)
+
+
+def write_chunks(job_id: str) -> bool:
+    """Probe the film and write its chunk rows (once); ``False`` if the job failed instead."""
+    from worker.media.probe import probe
+    from worker.pipeline import expected_frames, plan_file, resolve_target
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return False
+        if session.scalar(select(exists().where(Chunk.job_id == job_id))):
+            return True
+        options = pipeline_options(job, None)
+        input_key = job.input_key
+    started = time.perf_counter()
+    try:
+        source = local_copy(Storage(), input_key, job_id, "input")
+        options.check()
+        info = probe(source)
+        resolve_target(info, options)
+        plans = plan_file(source, options.chunk_seconds)
+        cadence = sample_cadence(source, info)
+        # Say whether the chunks will drop the repeats (they judge their own frames).
+        cadence["repeats_dropped"] = bool(
+            options.target_fps()
+            and options.repeats == "drop"
+            and cadence["original_fps"] != round(float(info.fps), 3)
+        )
+    except InvalidInput as err:
+        fail_job(job_id, str(err))
+        return False
+    fps = options.target_fps()
+    with session_scope() as session:
+        # Another delivery of this task may have planned meanwhile: the unique
+        # (job_id, index) constraint would refuse a second set; check first.
+        if session.scalar(select(exists().where(Chunk.job_id == job_id))):
+            return True
+        for plan in plans:
+            session.add(
+                Chunk(
+                    job_id=job_id,
+                    index=plan.index,
+                    plan=plan.to_dict(),
+                    frames_total=chunk_output_frames(plan, fps),
+                )
+            )
+        return set_job(
+            session,
+            job_id,
+            ACTIVE,
+            probe={**public_meta(jsonable(info)), "cadence": cadence},
+            chunks_total=len(plans),
+            frames_total=expected_frames(plans, fps),
+            timings={"plan": round(time.perf_counter() - started, 3)},
+        )
+
+
+def send_chunks(job_id: str) -> bool:
+    """Enqueue the chunks that are not done and move the job on to "processing"."""
     with session_scope() as session:
         todo = list(
             session.scalars(
@@ -198,16 +231,12 @@ def plan_job(job_id: str) -> None:
                 .order_by(Chunk.index)
             )
         )
-    sent = [queue.enqueue_chunk(job_id, index) for index in todo]
-    if not all(sent):
-        # The broker is down: stay in "planning"; the sweeper plans again (which sends the
-        # chunks that are not done) once the job has waited QUEUED_AFTER.
-        return
+    if not all([queue.enqueue_chunk(job_id, index) for index in todo]):
+        # The broker is down: stay in "planning"; the reconciler plans again (which sends
+        # the chunks that are not done) once this try's lease has run out.
+        return False
     with session_scope() as session:
-        if not set_job(session, job_id, [JobStatus.RUNNING], stage="processing"):
-            return
-    # Every chunk may already be done (a re-plan, or chunks faster than this function).
-    maybe_join(job_id)
+        return set_job(session, job_id, [JobStatus.RUNNING], stage="processing")
 
 
 CADENCE_SAMPLE_FRAMES = 240
@@ -259,42 +288,88 @@ def upload_previews(
 
 
 class Lease(threading.Thread):
-    """Renews a running chunk's heartbeat until stopped; dies with the process on SIGKILL."""
+    """Runs ``renew`` every lease/6 s until stopped; dies with the process on SIGKILL."""
 
-    def __init__(self, job_id: str, index: int) -> None:
-        super().__init__(name=f"lease-{job_id}-{index}", daemon=True)
-        self.job_id, self.index = job_id, index
+    def __init__(self, name: str, renew: Callable[[Session], object]) -> None:
+        super().__init__(name=f"lease-{name}", daemon=True)
+        self.renew = renew
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(get_settings().chunk_lease_s / 6):
             try:
                 with session_scope() as session:
-                    session.execute(
-                        update(Chunk)
-                        .where(
-                            Chunk.job_id == self.job_id,
-                            Chunk.index == self.index,
-                            Chunk.status == ChunkStatus.RUNNING,
-                        )
-                        .values(heartbeat_at=utcnow())
-                    )
+                    self.renew(session)
             except Exception as err:  # database briefly down: try again next period
-                log.warning(
-                    "lease.renew_failed", job_id=self.job_id, chunk=self.index, error=str(err)
-                )
+                log.warning("lease.renew_failed", lease=self.name, error=str(err))
 
     def stop(self) -> None:
         self.done.set()
 
 
+def chunk_lease(job_id: str, index: int) -> Lease:
+    """The lease of a running chunk: its heartbeat."""
+    return Lease(
+        f"{job_id}-{index}",
+        lambda session: session.execute(
+            update(Chunk)
+            .where(
+                Chunk.job_id == job_id, Chunk.index == index, Chunk.status == ChunkStatus.RUNNING
+            )
+            .values(heartbeat_at=utcnow())
+        ),
+    )
+
+
+@contextlib.contextmanager
+def control_try(job_id: str, stage: str) -> Iterator[bool]:
+    """One try at planning or joining a job, under a lease (the job's ``updated_at``).
+
+    Yields ``False`` when the job is not at ``stage`` or has used up its tries: those are
+    counted like a chunk's attempts, and a try that ends — well, or with an error that is
+    handled — gives its attempt back, so only a worker that died counts. A film that kills
+    the worker every time fails after ``chunk_max_attempts`` instead of killing the next."""
+    at_stage = (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.stage == stage)
+    tries = get_settings().chunk_max_attempts
+    with session_scope() as session:
+        won = session.execute(
+            update(Job)
+            .where(*at_stage, Job.attempts < tries)
+            .values(attempts=Job.attempts + 1, updated_at=utcnow())
+            .returning(Job.id)
+        ).first()
+        exhausted = not won and session.scalar(select(exists().where(*at_stage)))
+    if exhausted:
+        fail_job(
+            job_id,
+            f"the worker process died {tries} times while {stage} this film: it may be "
+            "damaged, or need more memory than the workers have",
+        )
+    if not won:
+        yield False
+        return
+    lease = Lease(
+        f"{job_id}-{stage}",
+        lambda session: session.execute(update(Job).where(*at_stage).values(updated_at=utcnow())),
+    )
+    lease.start()
+    try:
+        yield True
+    finally:
+        lease.stop()
+        # The database down: the attempt stays counted.
+        with contextlib.suppress(Exception), session_scope() as session:
+            session.execute(
+                update(Job).where(*at_stage, Job.attempts > 0).values(attempts=Job.attempts - 1)
+            )
+
+
 def sweep_stale() -> int:
-    """Requeue work whose worker vanished: chunks with an expired lease, and planning or
-    joining that stalled. Safe to run on every worker at once (guarded updates)."""
-    requeued = 0
+    """Take back chunks whose lease ran out, then re-send the work no one holds. Safe to run
+    on every worker at once (guarded updates, and one reconciler at a time)."""
     stale = utcnow() - timedelta(seconds=get_settings().chunk_lease_s)
     with session_scope() as session:
-        lost = session.execute(
+        expired = session.execute(
             update(Chunk)
             .where(
                 Chunk.status == ChunkStatus.RUNNING,
@@ -304,28 +379,61 @@ def sweep_stale() -> int:
             .values(status=ChunkStatus.PENDING, frames_done=0)
             .returning(Chunk.job_id, Chunk.index)
         ).all()
-        waiting = (Job.status == JobStatus.QUEUED) | (
-            (Job.status == JobStatus.RUNNING) & (Job.stage == "planning")
-        )
-        joining = (Job.status == JobStatus.RUNNING) & (Job.stage == "joining")
-        stalled = session.execute(
-            update(Job)
+    for job_id, index in expired:
+        log.warning("chunk.lease_expired", job_id=job_id, chunk=index)
+    return reconcile()
+
+
+def reconcile() -> int:
+    """Compare the active jobs with what the broker and the leases hold; send again what no
+    one holds. Returns the number of tasks sent."""
+    from shared.health import redis_client
+
+    settings = get_settings()
+    client = redis_client(settings)
+    if not client.set(RECONCILE_LOCK, socket.gethostname(), nx=True, ex=5):
+        return 0  # another worker is reconciling right now
+    queue.declare_queues()
+    held = queue.held_tasks(client, fresh_s=settings.chunk_lease_s)
+    lost = [task for task in unheld_work(settings.chunk_lease_s) if task not in held]
+    for task in lost:
+        log.warning("work.resent", task=task[0], args=list(task[1]), reason="no one holds it")
+        queue.send_again(task)
+    return len(lost)
+
+
+def unheld_work(lease_s: float) -> list[queue.Task]:
+    """The tasks active jobs need that no lease covers: pending chunks of processing jobs,
+    plans of queued jobs and of stalled planning, stalled joins."""
+    now = utcnow()
+    settled, stale = now - SEND_GRACE, now - timedelta(seconds=lease_s)
+    running = Job.status == JobStatus.RUNNING
+    with session_scope() as session:
+        chunks = session.execute(
+            select(Chunk.job_id, Chunk.index)
+            .join(Job, Job.id == Chunk.job_id)
             .where(
-                (waiting & (Job.updated_at < utcnow() - QUEUED_AFTER))
-                | (joining & (Job.updated_at < utcnow() - STUCK_AFTER))
+                running,
+                Job.stage == "processing",
+                Job.updated_at < settled,
+                Chunk.status == ChunkStatus.PENDING,
+                (Chunk.heartbeat_at.is_(None)) | (Chunk.heartbeat_at < settled),
             )
-            .values(updated_at=utcnow())
-            .returning(Job.id, Job.stage)
         ).all()
-    for job_id, index in lost:
-        log.warning("chunk.requeued", job_id=job_id, chunk=index, reason="lease expired")
-        queue.enqueue_chunk(job_id, index)
-        requeued += 1
-    for job_id, stage in stalled:
-        log.warning("job.requeued", job_id=job_id, stage=stage)
-        (queue.enqueue_join if stage == "joining" else queue.enqueue_plan)(job_id)
-        requeued += 1
-    return requeued
+        plans = session.scalars(
+            select(Job.id).where(
+                ((Job.status == JobStatus.QUEUED) & (Job.updated_at < settled))
+                | (running & (Job.stage == "planning") & (Job.updated_at < stale))
+            )
+        ).all()
+        joins = session.scalars(
+            select(Job.id).where(running, Job.stage == "joining", Job.updated_at < stale)
+        ).all()
+    return [
+        *((queue.CHUNK, (job_id, index)) for job_id, index in chunks),
+        *((queue.PLAN, (job_id,)) for job_id in plans),
+        *((queue.JOIN, (job_id,)) for job_id in joins),
+    ]
 
 
 def abort_abandoned_uploads(max_age: timedelta = timedelta(days=1)) -> int:
@@ -442,7 +550,7 @@ def run_chunk(job_id: str, index: int) -> None:
 
     ext = CHUNK_MUXER[options.codec]
     out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
-    lease = Lease(job_id, index)
+    lease = chunk_lease(job_id, index)
     lease.start()
     try:
         source = local_copy(storage, input_key, job_id, "input")
@@ -566,7 +674,7 @@ def maybe_join(job_id: str) -> None:
                 Job.stage == "processing",
                 ~not_done,
             )
-            .values(stage="joining", updated_at=utcnow())
+            .values(stage="joining", attempts=0, updated_at=utcnow())
             .returning(Job.id)
         ).first()
     if won:
@@ -575,37 +683,52 @@ def maybe_join(job_id: str) -> None:
 
 def join_job(job_id: str) -> None:
     """Concatenate the chunks, mux the sound, upload the result, mark the job succeeded."""
+    with control_try(job_id, "joining") as mine:
+        result = build_result(job_id) if mine else None
+    if result is None:
+        return
+    event = None
+    with session_scope() as session:
+        if move_job(
+            session, job_id, [JobStatus.RUNNING], JobStatus.SUCCEEDED, stage="done", **result
+        ):
+            event = notify(
+                session, job_id, "job.succeeded", progress=1.0, output=result["output_meta"]
+            )
+    queue.enqueue_webhooks([event])
+    shutil.rmtree(work_dir() / job_id, ignore_errors=True)
+    log.info("job.succeeded", job_id=job_id, timings=result["timings"])
+
+
+def build_result(job_id: str) -> dict[str, Any] | None:
+    """Join the chunks into the result and upload it; the job's final fields, or ``None`` when
+    the job failed (with a reason) instead."""
     from worker.media.probe import probe
     from worker.pipeline import join_chunks
 
     storage = Storage()
     with session_scope() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status != JobStatus.RUNNING or job.stage != "joining":
-            return
+        assert job is not None
         chunks = list(
             session.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.index))
         )
-        input_key, audio_key, options_json = job.input_key, job.audio_key, dict(job.options)
+        input_key, audio_key, ext = job.input_key, job.audio_key, job.options["container"]
         timings = dict(job.timings or {})
+        job_options = dict(job.options)
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="join-", dir=work_dir()))
     try:
         source = local_copy(storage, input_key, job_id, "input")
         audio = local_copy(storage, audio_key, job_id, "audio") if audio_key else None
-        with session_scope() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            options = pipeline_options(job, audio)
         files = []
         for chunk in chunks:
             assert chunk.output_key is not None
-            path = folder / Path(chunk.output_key).name
-            storage.download_file(chunk.output_key, path)
-            files.append(path)
-        ext = options_json["container"]
+            files.append(folder / Path(chunk.output_key).name)
+            storage.download_file(chunk.output_key, files[-1])
         out = folder / f"result.{ext}"
         plans = [ChunkPlan.from_dict(c.plan) for c in chunks]
+        options = pipeline_options_from(job_options, audio)
         join_chunks(source, plans, files, out, options)
         key = result_key(job_id, ext)
         storage.upload_file(out, key)
@@ -613,13 +736,13 @@ def join_job(job_id: str) -> None:
         previews = upload_previews(storage, job_id, source, out, float(meta["duration"]) / 2)
     except LumiereError as err:
         fail_job(job_id, f"joining: {err}")
-        return
+        return None
     except (OSError, MemoryError, RuntimeError) as err:
         reason = resource_error(err)
         if reason is None:
             raise
         fail_job(job_id, f"joining: {reason}")
-        return
+        return None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     for chunk in chunks:
@@ -627,20 +750,4 @@ def join_job(job_id: str) -> None:
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
     timings["join"] = round(time.perf_counter() - started, 3)
     meta["size"] = storage.size(key)
-    event = None
-    with session_scope() as session:
-        if move_job(
-            session,
-            job_id,
-            [JobStatus.RUNNING],
-            JobStatus.SUCCEEDED,
-            stage="done",
-            output_key=key,
-            output_meta=meta,
-            timings=timings,
-            preview_keys=previews,
-        ):
-            event = notify(session, job_id, "job.succeeded", progress=1.0, output=meta)
-    queue.enqueue_webhooks([event])
-    shutil.rmtree(work_dir() / job_id, ignore_errors=True)
-    log.info("job.succeeded", job_id=job_id, timings=timings)
+    return {"output_key": key, "output_meta": meta, "timings": timings, "preview_keys": previews}

@@ -9,10 +9,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Task
-from celery.signals import task_failure
 from sqlalchemy.exc import OperationalError
 
 from shared import queue
@@ -47,36 +45,17 @@ class JobTask(Task):
             jobs.fail_job(job_id, reason)
 
 
-@task_failure.connect
-def _worker_lost(
-    sender: Any = None,
-    task_id: str | None = None,
-    exception: Any = None,
-    args: Any = None,
-    **_: Any,
-) -> None:
-    """A pool process died inside planning or joining (a crash on a damaged file, or killed):
-    fail the job with the reason instead of running the same crash again and again.
-
-    Chunks are different: they are requeued and give up after their attempts
-    (worker.jobs._exhausted), because a machine going away is their normal hazard."""
-    name = getattr(sender, "name", None)
-    if isinstance(exception, WorkerLostError) and name in (queue.PLAN, queue.JOIN) and args:
-        stage = "planning" if name == queue.PLAN else "joining"
-        jobs.fail_job(
-            args[0],
-            f"the worker process died while {stage} this film ({exception}); "
-            "the file may be damaged",
-        )
-
-
 @app.task(name="lumiere.control.ping", ignore_result=False)
 def ping() -> str:
     """Answer with this worker's host name (health checks and tests)."""
     return socket.gethostname()
 
 
-@app.task(name=queue.PLAN, base=JobTask, reject_on_worker_lost=False, **RETRY)
+# A pool process that dies inside a task (killed, or a crash on a damaged file) puts the
+# message back (task_reject_on_worker_lost): the next try runs it again, and each task
+# counts its tries, so one that kills the worker every time fails with a reason
+# (worker.jobs.control_try, and a chunk's attempts) instead of killing worker after worker.
+@app.task(name=queue.PLAN, base=JobTask, **RETRY)
 def plan_job(job_id: str) -> None:
     """Probe a job's film and split it into chunk tasks."""
     jobs.plan_job(job_id)
@@ -88,7 +67,7 @@ def process_chunk(job_id: str, index: int) -> None:
     jobs.run_chunk(job_id, index)
 
 
-@app.task(name=queue.JOIN, base=JobTask, reject_on_worker_lost=False, **RETRY)
+@app.task(name=queue.JOIN, base=JobTask, **RETRY)
 def join_job(job_id: str) -> None:
     """Join a job's chunks into the result."""
     jobs.join_job(job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,12 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.local_services import free_port
+from tests.clips import decoded_frames, make_clip
+from tests.conftest import wait_job
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> dict:
@@ -72,4 +76,122 @@ def test_up_serves_health_with_every_dependency_and_stops_cleanly() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _kill_and_wait_back(
+    client: httpx.Client, pattern: str, ready: Callable[[], bool], timeout: float = 90
+) -> None:
+    """SIGKILL every process matching ``pattern`` and wait until the stack serves again."""
+    victims = _pids(pattern)
+    assert victims, f"no process matches {pattern!r}"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        back = [pid for pid in _pids(pattern) if pid not in victims]
+        if back and ready():
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{pattern!r} was not restarted within {timeout:.0f} s")
+
+
+def _result_frames(client: httpx.Client, job_id: str, path: Path) -> list[bytes]:
+    location = client.get(f"/v1/jobs/{job_id}/result").headers["location"]
+    path.write_bytes(httpx.get(location).content)
+    return [frame.tobytes() for frame in decoded_frames(path)]
+
+
+def test_up_restarts_a_killed_worker_redis_and_s3_and_the_job_finishes_the_same(
+    tmp_path: Path,
+) -> None:
+    data = Path(tempfile.mkdtemp(prefix="lumiere-up-"))
+    data.chmod(0o755)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIERE_")}
+    # A short lease: the killed worker's chunk is taken back within seconds.
+    env.update(
+        LUMIERE_DATA_DIR=str(data / "data"), LUMIERE_PORT=str(port), LUMIERE_CHUNK_LEASE_S="6"
+    )
+    base = f"http://127.0.0.1:{port}"
+    exe = Path(sys.executable).parent / "lumiere"
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen([str(exe), "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    opened: list[httpx.Client] = []
+    try:
+        try:
+            _wait_ready(f"{base}/healthz", proc, 120)
+        except (TimeoutError, AssertionError):
+            print((tmp_path / "up.log").read_text(errors="replace")[-5000:])
+            raise
+        key = (data / "data" / "api-key").read_text().strip()
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        opened.append(client)
+        clip = make_clip(tmp_path / "a.mp4", width=96, height=72, seconds=6)
+        fields = {
+            "upscaler": "lanczos",
+            "interpolator": "blend",
+            "scale": "4",
+            "fps": "50",
+            "chunk_seconds": "1",
+            "codec": "ffv1",
+        }
+
+        def submit() -> str:
+            with clip.path.open("rb") as f:
+                response = client.post("/v1/jobs", files={"file": ("a.mp4", f)}, data=fields)
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        began = time.monotonic()
+        undisturbed = wait_job(client, submit(), timeout=180)
+        print(f"undisturbed job: {time.monotonic() - began:.1f} s")
+        assert undisturbed["status"] == "succeeded", undisturbed["error"]
+        expected = _result_frames(client, undisturbed["id"], tmp_path / "expected.mkv")
+
+        disturbed = submit()
+        started = time.monotonic()
+        wait_job(client, disturbed, ("running",), timeout=60)
+
+        def serving() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        def worker_back() -> bool:
+            workers = httpx.get(f"{base}/healthz", timeout=5).json()["dependencies"]["workers"]
+            return bool(workers["count"])
+
+        services = data / "data" / "services"
+        _kill_and_wait_back(client, "shared.celery_app worker.*local@%h", worker_back)
+        redis_port = json.loads((data / "data" / "stack.json").read_text())["redis_url"]
+        redis_port = redis_port.rsplit(":", 1)[1].split("/")[0]  # valkey names itself so
+        _kill_and_wait_back(client, f"valkey-server 127.0.0.1:{redis_port}$", serving)
+        _kill_and_wait_back(client, f"-dir={services / 's3' / 'data'}", serving)
+        status = client.get(f"/v1/jobs/{disturbed}").json()["status"]
+        print(f"disturbed job still {status} after the kills")
+        job = wait_job(client, disturbed, timeout=120)
+        assert job["status"] == "succeeded", job["error"]
+        assert time.monotonic() - started < 150
+        assert _result_frames(client, disturbed, tmp_path / "disturbed.mkv") == expected
+        assert proc.poll() is None, "lumiere up stopped"
+        said = (tmp_path / "up.log").read_text(errors="replace")
+        for child in ("worker", "redis", "s3"):
+            assert f"child={child}" in said and "child.restarted" in said, said[-3000:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for client in opened:
+            client.close()
         shutil.rmtree(data, ignore_errors=True)

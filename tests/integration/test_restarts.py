@@ -13,14 +13,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
+from sqlalchemy import update
 
 from shared.config import Settings
-from shared.db import dispose_engines
+from shared.db import dispose_engines, session_scope
 from shared.local_services import LocalStack, free_port
+from shared.models import Job, JobStatus, utcnow
 from shared.stack import api_argv, prepare, worker_argv
 from shared.storage import Storage
 from tests.clips import make_clip
@@ -262,3 +266,54 @@ def test_a_full_disk_fails_the_chunk_with_a_clear_reason(private: Private, tmp_p
     finally:
         subprocess.run(["umount", "-l", str(scratch)], check=False)
         shutil.rmtree(scratch, ignore_errors=True)
+        # Leave the module as it was: a worker with a normal disk for the tests after this.
+        private.processes.start(
+            worker_argv("control,chunks", 1, "restored@localhost"), private.env, "restored.log"
+        )
+
+
+def test_a_job_whose_queued_messages_are_lost_finishes_by_itself(
+    private: Private, tmp_path: Path
+) -> None:
+    job_id = _submit(private, tmp_path, seconds=4)
+    _wait_running(private, job_id)
+    # Redis restarted without its data: every queued chunk message is gone.
+    redis.Redis(port=private.stack.redis.port).flushall()
+    job = wait_job(private.client, job_id, timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+
+
+def _rewind_to_a_dead_join(private: Private, job_id: str, attempts: int) -> None:
+    """Put a finished job back where a join killed with its worker leaves it: joining, its
+    try counted, its lease long run out, its message gone with the dead worker."""
+    with session_scope(private.stack.postgres.url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status=JobStatus.RUNNING,
+                stage="joining",
+                attempts=attempts,
+                output_key=None,
+                finished_at=None,
+                updated_at=utcnow() - timedelta(hours=1),
+            )
+        )
+
+
+def test_a_join_that_died_is_run_again_and_one_that_always_dies_fails_with_a_reason(
+    private: Private, tmp_path: Path
+) -> None:
+    job_id = _submit(private, tmp_path, seconds=1)
+    first = wait_job(private.client, job_id)
+    assert first["status"] == "succeeded", first["error"]
+    _rewind_to_a_dead_join(private, job_id, attempts=1)
+    again = wait_job(private.client, job_id, timeout=60)
+    assert again["status"] == "succeeded", again["error"]
+    assert again["output"] == first["output"]
+    # Every try so far died: the job fails with the reason instead of killing more workers.
+    attempts = Settings().chunk_max_attempts
+    _rewind_to_a_dead_join(private, job_id, attempts=attempts)
+    failed = wait_job(private.client, job_id, timeout=60)
+    assert failed["status"] == "failed"
+    assert f"died {attempts} times while joining" in failed["error"]

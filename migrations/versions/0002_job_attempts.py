@@ -1,0 +1,24 @@
+"""Jobs count the tries of planning and joining that died, as chunks count theirs
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-02 03:45:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("jobs", sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    op.drop_column("jobs", "attempts")
