@@ -47,9 +47,9 @@ class Child:
     retry_at: float | None = None
 
 
-def pause(failures: int) -> float:
+def pause(failures: int, first: float = FIRST_PAUSE_S) -> float:
     """Seconds to wait before the next start after ``failures`` failures in a row."""
-    return float(min(LONGEST_PAUSE_S, FIRST_PAUSE_S * 2 ** max(0, failures - 1)))
+    return float(min(LONGEST_PAUSE_S, first * 2 ** max(0, failures - 1)))
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Supervisor:
     """Starts children in order, restarts those that die, stops them in reverse order."""
 
     children: list[Child]
+    first_pause_s: float = FIRST_PAUSE_S
     started: list[Child] = field(default_factory=list)
 
     def start(self) -> None:
@@ -83,7 +84,7 @@ class Supervisor:
                     child.failures = 0
                 return
             child.failures += 1
-            child.retry_at = now + pause(child.failures)
+            child.retry_at = now + pause(child.failures, self.first_pause_s)
             log.warning("child.died", child=child.name, failures=child.failures)
         if child.failures > MAX_FAILURES:
             raise GaveUp(

@@ -107,7 +107,7 @@ def _result_frames(client: httpx.Client, job_id: str, path: Path) -> list[bytes]
     return [frame.tobytes() for frame in decoded_frames(path)]
 
 
-def test_up_restarts_a_killed_worker_redis_and_s3_and_the_job_finishes_the_same(
+def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(
     tmp_path: Path,
 ) -> None:
     data = Path(tempfile.mkdtemp(prefix="lumiere-up-"))
@@ -174,6 +174,8 @@ def test_up_restarts_a_killed_worker_redis_and_s3_and_the_job_finishes_the_same(
         redis_port = redis_port.rsplit(":", 1)[1].split("/")[0]  # valkey names itself so
         _kill_and_wait_back(client, f"valkey-server 127.0.0.1:{redis_port}$", serving)
         _kill_and_wait_back(client, f"-dir={services / 's3' / 'data'}", serving)
+        _kill_and_wait_back(client, f"postgres -D {services / 'postgres' / 'data'}", serving)
+        _kill_and_wait_back(client, f"uvicorn api.main:create_app .*--port {port}", serving)
         status = client.get(f"/v1/jobs/{disturbed}").json()["status"]
         print(f"disturbed job still {status} after the kills")
         job = wait_job(client, disturbed, timeout=120)
@@ -182,7 +184,7 @@ def test_up_restarts_a_killed_worker_redis_and_s3_and_the_job_finishes_the_same(
         assert _result_frames(client, disturbed, tmp_path / "disturbed.mkv") == expected
         assert proc.poll() is None, "lumiere up stopped"
         said = (tmp_path / "up.log").read_text(errors="replace")
-        for child in ("worker", "redis", "s3"):
+        for child in ("worker", "redis", "s3", "postgres", "api"):
             assert f"child={child}" in said and "child.restarted" in said, said[-3000:]
     finally:
         proc.send_signal(signal.SIGINT)
