@@ -1,6 +1,15 @@
-"""Map Lumière's error tree (shared.errors) to RFC 9457 problem+json responses."""
+"""Map Lumière's error tree (shared.errors) to RFC 9457 problem+json responses, and refuse
+requests whose head is hostile (oversized, control bytes) before any route sees them.
+
+Statuses of refusals: a request head that is malformed gets 400 (431 when too large); a
+body that is malformed or holds invalid values gets 422, as every other invalid input; an
+error of ours gets a 500 without a traceback in the body (the server log has it).
+"""
 
 from __future__ import annotations
+
+from http import HTTPStatus
+from urllib.parse import unquote_plus
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -14,12 +23,14 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import RateLimited, Unauthorized
-from api.upload_stream import PayloadTooLarge
+from api.upload_stream import CONTROL_CHARS, PayloadTooLarge
 from shared import errors
 from shared.logs import get_logger
 
@@ -55,6 +66,52 @@ def problem(status: int, title: str, detail: str | None = None, **extra: object)
     )
 
 
+# Header limits of common servers: at most 100 header fields (Apache's LimitRequestFields,
+# gunicorn's limit_request_fields), each at most 8 KiB (nginx's large_client_header_buffers,
+# Apache's and gunicorn's 8190-byte field limit), 16 KiB in all (Node.js's default, and the
+# buffer of h11, which uvicorn parses with).
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 8 * 1024
+MAX_HEAD_BYTES = 16 * 1024
+
+
+def head_refusal(scope: Scope) -> JSONResponse | None:
+    """The answer to a request whose head must go no further, or ``None`` if it may."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    sizes = [len(name) + len(value) + 4 for name, value in headers]  # "name: value\r\n"
+    if len(headers) > MAX_HEADERS or max(sizes, default=0) > MAX_HEADER_BYTES:
+        return problem(
+            431,
+            "Request header fields too large",
+            f"at most {MAX_HEADERS} header fields of at most {MAX_HEADER_BYTES} bytes each",
+        )
+    if sum(sizes) > MAX_HEAD_BYTES:
+        return problem(
+            431, "Request header fields too large", f"at most {MAX_HEAD_BYTES} bytes of headers"
+        )
+    query = unquote_plus(scope["query_string"].decode("latin-1"))
+    if CONTROL_CHARS.search(scope["path"]) or CONTROL_CHARS.search(query):
+        return problem(
+            400, "Bad request", "the URL holds control characters (such as NUL); remove them"
+        )
+    return None
+
+
+class HeadGuard:
+    """Pure-ASGI middleware that answers ``head_refusal`` instead of calling the app; being
+    part of the app, it holds however the app is served."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = head_refusal(scope) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await refusal(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -83,7 +140,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return problem(err.status_code, str(err.detail))
+        # Starlette's own (404, 405) say no more than their phrase; FastAPI's say what went
+        # wrong ("There was an error parsing the body"), which belongs in the detail.
+        title = HTTPStatus(err.status_code).phrase
+        detail = str(err.detail)
+        return problem(err.status_code, title, None if detail == title else detail)
 
     @app.exception_handler(BotoCoreError)
     async def store_error(request: Request, err: BotoCoreError) -> JSONResponse:
@@ -108,3 +169,32 @@ def install(app: FastAPI) -> None:
     async def database_down(request: Request, err: OperationalError) -> JSONResponse:
         log.warning("database.unavailable", error=str(err.orig)[:200])
         return problem(503, "Service unavailable", "the database is unreachable; retry shortly")
+
+    @app.exception_handler(DataError)
+    async def unstorable_value(request: Request, err: DataError) -> JSONResponse:
+        # A value the database refuses (a NUL byte, a number out of range) came from the
+        # request: validation should have refused it first, so this is logged to be fixed.
+        log.warning("database.refused_value", path=request.url.path, error=str(err.orig)[:200])
+        return problem(422, "InvalidInput", "a value in the request cannot be stored (a NUL byte?)")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, err: ClientDisconnect) -> JSONResponse:
+        # The client left before the end of its body (an abandoned upload, whose parts are
+        # already aborted): nothing is wrong here, and nobody reads this answer. 499 is
+        # nginx's "client closed request", so it is counted apart from real refusals.
+        log.info("request.abandoned", method=request.method, path=request.url.path)
+        return problem(499, "Client closed request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        # Starlette raises the error again once this answer is sent, and uvicorn logs it
+        # with its traceback; the client gets no traceback.
+        log.error(
+            "request.failed",
+            method=request.method,
+            path=request.url.path,
+            error=f"{type(err).__name__}: {err}"[:300],
+        )
+        return problem(
+            500, "Internal server error", "an unexpected error on our side; it is logged"
+        )

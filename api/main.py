@@ -24,7 +24,10 @@ def create_app() -> FastAPI:
         summary="Restore old films: AI super-resolution, motion-aware frame interpolation, sound.",
     )
     errors.install(app)
-    app.middleware("http")(metrics.record)
+    # The last added runs first: every response is counted, the guard's refusals and the
+    # catch-all's 500s included (that handler answers outside every middleware).
+    app.add_middleware(errors.HeadGuard)
+    app.add_middleware(metrics.Recorder)
     for module in (health, metrics, jobs, events, uploads, webhooks, dashboard):
         app.include_router(module.router)
     return app

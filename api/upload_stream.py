@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -26,7 +27,10 @@ from shared.storage import Storage
 log = get_logger(__name__)
 
 MAX_FIELD_BYTES = 64 * 1024
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_JSON_BYTES = 64 * 1024  # a job's JSON body is options and ids: a few hundred bytes
+# C0 control characters and DEL: no name, id or option needs one, and Postgres cannot store
+# NUL at all. Filenames lose them; anywhere else they are refused.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PayloadTooLarge(InvalidInput):
@@ -35,8 +39,27 @@ class PayloadTooLarge(InvalidInput):
 
 def safe_filename(raw: str) -> str:
     """The file's own name: no directories, no control characters, at most 200 characters."""
-    name = _UNSAFE.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    name = CONTROL_CHARS.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip()
     return (name or "film")[:200]
+
+
+async def read_small_body(request: Request, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The whole body of a request that carries no film, refused as it grows past
+    ``max_bytes`` (whatever its Content-Length says) instead of held in memory."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
+    return bytes(body)
+
+
+def _text(data: bytes, what: str) -> str:
+    """A form field's name or value as text; ``InvalidInput`` if it is not UTF-8."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} is not UTF-8 text") from None
 
 
 @dataclass
@@ -133,6 +156,18 @@ class StreamedForm:
     files: dict[str, S3Part]
 
 
+def _feed(parser: MultipartParser, data: bytes | None) -> None:
+    """Push ``data`` to the parser (``None``: the end); a body that is not valid multipart
+    (a wrong boundary, control bytes or an overlong line in a part's headers) is InvalidInput."""
+    try:
+        if data is None:
+            parser.finalize()
+        else:
+            parser.write(data)
+    except MultipartParseError as err:
+        raise InvalidInput(f"the multipart body is malformed: {err}") from None
+
+
 async def stream_form_to_s3(
     request: Request, storage: Storage, keys: dict[str, str], part_size: int, max_bytes: int
 ) -> StreamedForm:
@@ -193,12 +228,12 @@ async def stream_form_to_s3(
             total += len(body)
             if total > max_bytes:
                 raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
-            parser.write(body)
+            _feed(parser, body)
             for kind, payload in events:
                 if kind == "begin":
                     disposition = payload.get(b"content-disposition", b"")
                     _, opts = parse_options_header(disposition)
-                    name = opts.get(b"name", b"").decode(errors="replace")
+                    name = _text(opts.get(b"name", b""), "a form field's name")
                     filename = opts.get(b"filename")
                     if filename is not None:
                         if name not in keys:
@@ -234,9 +269,9 @@ async def stream_form_to_s3(
                     else:
                         if name in fields:
                             raise InvalidInput(f"form field {name!r} was sent twice")
-                        fields[name] = text.decode(errors="replace")
+                        fields[name] = _text(bytes(text), f"form field {name!r}")
             events.clear()
-        parser.finalize()
+        _feed(parser, None)
         if current is not None or (not files and not fields):
             raise InvalidInput("the upload was cut off before its end; send it again")
     except BaseException:

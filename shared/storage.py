@@ -37,14 +37,16 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
-@lru_cache(maxsize=4)
-def _client(endpoint: str, access: str, secret: str, region: str) -> Any:
+@lru_cache(maxsize=8)
+def _client(
+    endpoint: str, access: str, secret: str, region: str, timeout: float = 60, attempts: int = 5
+) -> Any:
     config = BotoConfig(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
+        retries={"max_attempts": attempts, "mode": "standard"},
+        connect_timeout=min(5, timeout),
+        read_timeout=timeout,
     )
     return boto3.client(
         "s3",
@@ -66,6 +68,10 @@ class Storage:
         # Presigned URLs must name the host clients reach, which may differ behind a proxy.
         public = s.s3_public_endpoint_url or s.s3_endpoint_url
         self.public_client = _client(public, s.s3_access_key, s.s3_secret_key, s.s3_region)
+        # Health checks want a quick answer, not retries: one try, 2 s.
+        self.ping_client = _client(
+            s.s3_endpoint_url, s.s3_access_key, s.s3_secret_key, s.s3_region, 2, 1
+        )
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist yet."""
@@ -75,8 +81,8 @@ class Storage:
             self.client.create_bucket(Bucket=self.bucket)
 
     def ping(self) -> None:
-        """Raise if the store or the bucket cannot be reached."""
-        self.client.head_bucket(Bucket=self.bucket)
+        """Raise if the store or the bucket cannot be reached (within about 2 s)."""
+        self.ping_client.head_bucket(Bucket=self.bucket)
 
     def upload_file(self, path: Path, key: str) -> None:
         """Upload a local file (multipart for large files, handled by boto3)."""

@@ -64,6 +64,8 @@ def parse_events(raw: str | None) -> tuple[str, ...]:
 def check_url(url: str, allow_private: bool) -> None:
     """Refuse URLs that are not http(s) or that resolve to a private, loopback or link-local
     address (unless ``allow_private``): a webhook must not reach inside our network."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise InvalidInput("webhook_url: control characters are not allowed")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"webhook_url: {url!r} is not an http(s) URL")

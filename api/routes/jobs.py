@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep
 from api.services import jobs as service
-from api.upload_stream import StreamedForm, stream_form_to_s3
+from api.upload_stream import StreamedForm, read_small_body, stream_form_to_s3
 from shared.errors import InvalidInput
 from shared.models import ApiKey, JobStatus, new_id
 from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
@@ -72,7 +72,7 @@ async def create_job(
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
-            body = JobCreate.model_validate_json(await request.body())
+            body = JobCreate.model_validate_json(await read_small_body(request))
         except ValidationError as err:
             raise InvalidInput(
                 "; ".join(
@@ -128,7 +128,7 @@ def list_jobs(
     key: KeyDep,
     session: SessionDep,
     status: JobStatus | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobsPublic:
     """Your jobs, newest first; filter by status; follow `next_cursor` for more."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
+from api.upload_stream import CONTROL_CHARS
 from shared import queue
 from shared.config import get_settings
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -30,8 +33,25 @@ from shared.storage import Storage, job_prefix
 from shared.webhooks import check_url
 
 
+def is_id(value: object) -> bool:
+    """Whether ``value`` can be one of our ids (a UUID as ``new_id`` writes it): anything
+    else names nothing, and needs no database to say so."""
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def refuse_control_characters(values: Mapping[str, object]) -> None:
+    """``InvalidInput`` naming the first option whose name or text holds a control character."""
+    for name, value in values.items():
+        if CONTROL_CHARS.search(name) or (isinstance(value, str) and CONTROL_CHARS.search(value)):
+            raise InvalidInput(f"{name!r}: control characters (such as NUL) are not allowed")
+
+
 def parse_form_options(fields: dict[str, str]) -> JobOptions:
     """Validate multipart form fields as job options (same names as the JSON body)."""
+    refuse_control_characters(fields)
     values = {k: v for k, v in fields.items() if v != ""}
     try:
         return JobOptions.model_validate(values)
@@ -85,7 +105,7 @@ def create_job(
 
 
 def _take_upload(session: Session, key: ApiKey, upload_id: str, storage: Storage) -> Upload:
-    upload = session.get(Upload, upload_id)
+    upload = session.get(Upload, upload_id) if is_id(upload_id) else None
     if upload is None or upload.api_key_id != key.id:
         raise NotFound(f"no upload {upload_id}")
     if upload.status != UploadStatus.COMPLETED:
@@ -98,6 +118,7 @@ def create_job_from_uploads(
     session: Session, key: ApiKey, body: JobCreate, storage: Storage
 ) -> Job:
     """A job whose film (and soundtrack) were uploaded earlier with presigned URLs."""
+    refuse_control_characters(body.model_dump())
     upload = _take_upload(session, key, body.upload_id, storage)
     audio = (
         _take_upload(session, key, body.audio_upload_id, storage) if body.audio_upload_id else None
@@ -117,7 +138,7 @@ def create_job_from_uploads(
 
 def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
     """The caller's job, or ``NotFound`` (also for another key's job: its existence is private)."""
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if is_id(job_id) else None
     if job is None or job.api_key_id != key.id:
         raise NotFound(f"no job {job_id}")
     return job
@@ -172,6 +193,8 @@ def _encode_cursor(job: Job) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not is_id(job_id):
+            raise ValueError("not a job id")
         return datetime.fromisoformat(created), str(job_id)
     except (ValueError, TypeError) as err:
         raise InvalidInput("cursor: not a cursor this API returned") from err
