@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from shared.celery_app import CHUNK_QUEUE, CONTROL_QUEUE
 from shared.config import Settings, get_settings
 from shared.local_services import LocalStack
 from shared.logs import configure_logging, get_logger
@@ -84,6 +85,9 @@ def _wait_http(url: str, timeout: float) -> bool:
 # Written by `lumiere up` while it runs (mode 0600: it holds the store's secret): how to
 # reach its servers, for `lumiere keys`, `migrate` and `submit` in another shell.
 STACK_FILE = "stack.json"
+# Processes of `lumiere up`'s control worker: a long join leaves one for the next job's plan
+# and the webhooks.
+CONTROL_CONCURRENCY = 2
 
 
 def running_stack(settings: Settings) -> Settings:
@@ -176,8 +180,12 @@ def children(settings: Settings, stack: LocalStack, data_dir: Path, external: bo
     found.append(
         Program(api_argv(settings.host, settings.port), env, logs / "api.log").child("api")
     )
-    worker = worker_argv("control,chunks", settings.worker_concurrency, "local@%h")
-    found.append(Program(worker, env, logs / "worker.log").child("worker"))
+    # Two workers, one per queue, so that planning, joining and webhooks never wait behind
+    # a long chunk: a finished job is joined at once, whatever else is queued.
+    control = worker_argv(CONTROL_QUEUE, CONTROL_CONCURRENCY, "control@%h")
+    found.append(Program(control, env, logs / "control.log").child("control worker"))
+    chunks = worker_argv(CHUNK_QUEUE, settings.worker_concurrency, "local@%h")
+    found.append(Program(chunks, env, logs / "worker.log").child("worker"))
     return found
 
 

@@ -348,6 +348,7 @@ def control_try(job_id: str, stage: str) -> Iterator[bool]:
     if not won:
         yield False
         return
+    log.info("control.start", job_id=job_id, stage=stage)
     lease = Lease(
         f"{job_id}-{stage}",
         lambda session: session.execute(update(Job).where(*at_stage).values(updated_at=utcnow())),

@@ -8,7 +8,7 @@ import os
 import statistics
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +29,7 @@ QUEUED_JOBS = 50
 REQUEST_TIMEOUT_S = 30
 PHASE_DEADLINE_S = 90
 REPORT = OUTPUT / "load.txt"
+LOGS = ("worker.log", "worker-load.log")  # the session's worker, and this test's second one
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -57,7 +58,7 @@ def test_50_jobs_queued_at_once_all_succeed(
 ) -> None:
     # A second worker process, as production would add one: two CPUs here, so two workers.
     name = f"load-{os.getpid()}@localhost"
-    extra = processes.start(worker_argv("control,chunks", 1, name), service_env, "worker-load.log")
+    extra = processes.start(worker_argv("control,chunks", 1, name), service_env, LOGS[1])
     try:
         key = make_key(settings, "load-queue")
         auth = {"Authorization": f"Bearer {key}"}
@@ -117,6 +118,16 @@ def test_50_jobs_queued_at_once_all_succeed(
         assert not unfinished, f"not finished within {timeout} s: {unfinished}"
         failed = {i: s for i, s in statuses.items() if s != "succeeded"}
         assert not failed, f"jobs that did not succeed: {failed}"
+        # Each job was planned once and joined once, by one of the two workers.
+        said = [(OUTPUT / log).read_text(errors="replace") for log in LOGS]
+        tries = [line for text in said for line in text.splitlines() if "control.start" in line]
+        for stage in ("planning", "joining"):
+            runs = Counter(
+                i for line in tries if f"stage={stage}" in line for i in ids if i in line
+            )
+            assert runs == Counter(ids), (
+                f"{stage} ran more or less than once: {runs - Counter(ids)}"
+            )
     finally:
         extra.terminate()
         extra.wait(30)
