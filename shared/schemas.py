@@ -192,7 +192,14 @@ class JobPublic(BaseModel):
     chunks_total: int
     frames_done: int
     frames_total: int
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="Seconds until the last chunk is done, the wait in the queue included; "
+        "null until something has been measured to base it on."
+    )
+    queue_position: int | None = Field(
+        description="1 when this job's chunks are next in the queue, 2 with one waiting job "
+        "ahead…; null once its chunks have started, or when it is done."
+    )
     timings: dict[str, Any]
     error: str | None
     options: dict[str, Any]

@@ -123,8 +123,12 @@ def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
             _fail(response)
             job: dict[str, Any] = response.json()
             bar.n = job["progress"]
-            eta = job.get("eta_seconds")
-            bar.set_postfix_str(f"{job['stage']}" + (f", ETA {eta:.0f} s" if eta else ""))
+            eta, place = job.get("eta_seconds"), job.get("queue_position")
+            bar.set_postfix_str(
+                job["stage"]
+                + (f", {place - 1} job(s) ahead" if place else "")
+                + (f", ETA {eta:.0f} s" if eta is not None else "")
+            )
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 return job
             time.sleep(1)

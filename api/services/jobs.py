@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
+from api.services.eta import Standing, standings
 from api.upload_stream import CONTROL_CHARS
 from shared import queue
 from shared.config import get_settings
@@ -26,7 +27,6 @@ from shared.models import (
     Upload,
     UploadStatus,
     new_id,
-    utcnow,
 )
 from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic, public_meta
 from shared.storage import Storage, job_prefix
@@ -144,15 +144,11 @@ def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
     return job
 
 
-def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
-    """A job with its progress, computed from its chunks' frame counters."""
+def to_public(job: Job, counts: tuple[int, int], standing: Standing, base_url: str) -> JobPublic:
+    """A job with its progress (from its chunks' frame counters) and its place in the queue."""
     chunks_done, frames_done = counts
     frames_total = job.frames_total
     progress = progress_of(job.status, frames_done, frames_total)
-    eta = None
-    if job.status == JobStatus.RUNNING and job.started_at and progress > 0.01:
-        elapsed = (utcnow() - job.started_at).total_seconds()
-        eta = round(elapsed * (1 - progress) / progress, 1)
     return JobPublic(
         id=job.id,
         status=job.status.value,
@@ -162,7 +158,8 @@ def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
         chunks_total=job.chunks_total,
         frames_done=frames_done,
         frames_total=frames_total,
-        eta_seconds=eta,
+        eta_seconds=standing.eta_seconds,
+        queue_position=standing.position,
         timings=job.timings or {},
         error=job.error,
         options=job.options,
@@ -182,7 +179,8 @@ def to_public(job: Job, counts: tuple[int, int], base_url: str) -> JobPublic:
 
 def public(session: Session, job: Job, base_url: str) -> JobPublic:
     """One job as clients see it."""
-    return to_public(job, chunk_counts(session, [job.id]).get(job.id, (0, 0)), base_url)
+    counts = chunk_counts(session, [job.id]).get(job.id, (0, 0))
+    return to_public(job, counts, standings(session, [job]).get(job.id, Standing()), base_url)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -221,8 +219,12 @@ def list_jobs(
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = chunk_counts(session, [j.id for j in jobs])
+    places = standings(session, jobs)
     return JobsPublic(
-        data=[to_public(j, counts.get(j.id, (0, 0)), base_url) for j in jobs],
+        data=[
+            to_public(j, counts.get(j.id, (0, 0)), places.get(j.id, Standing()), base_url)
+            for j in jobs
+        ],
         next_cursor=_encode_cursor(jobs[-1]) if more and jobs else None,
     )
 

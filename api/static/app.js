@@ -100,8 +100,23 @@ function describe(job) {
   if (job.chunks_total) parts.push(`chunk ${job.chunks_done}/${job.chunks_total}`);
   if (job.frames_total) parts.push(`frames ${job.frames_done}/${job.frames_total}`);
   parts.push(`${Math.round(job.progress * 100)} %`);
-  if (job.eta_seconds != null && !FINAL.has(job.status)) parts.push(`ETA ${Math.ceil(job.eta_seconds)} s`);
+  if (job.queue_position != null) parts.push(`queued: ${ordinal(job.queue_position)} in line`);
+  if (job.eta_seconds != null && !FINAL.has(job.status)) parts.push(`ETA ${duration(job.eta_seconds)}`);
   return parts.join(" · ");
+}
+
+function ordinal(n) {
+  if (n === 1) return "next";
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  const suffix = teen ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
+function duration(seconds) {
+  const s = Math.ceil(seconds);
+  if (s < 90) return `${s} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
 function render(job, node) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,13 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from shared.db import session_scope
 from shared.local_services import free_port
+from shared.models import Chunk, Job
 from tests.clips import decoded_frames, make_clip
 from tests.conftest import wait_job
 
@@ -107,14 +112,25 @@ def _result_frames(client: httpx.Client, job_id: str, path: Path) -> list[bytes]
     return [frame.tobytes() for frame in decoded_frames(path)]
 
 
-def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(
-    tmp_path: Path,
-) -> None:
+@dataclass
+class Up:
+    """A running `lumiere up`: its URL, data directory, process and an authorised client."""
+
+    base: str
+    port: int
+    data: Path
+    proc: subprocess.Popen[bytes]
+    client: httpx.Client
+
+
+@contextlib.contextmanager
+def lumiere_up(tmp_path: Path) -> Iterator[Up]:
+    """`lumiere up` on a data directory and port of its own, until the test is done."""
     data = Path(tempfile.mkdtemp(prefix="lumiere-up-"))
     data.chmod(0o755)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIERE_")}
-    # A short lease: the killed worker's chunk is taken back within seconds.
+    # A short lease: a killed worker's chunk is taken back within seconds.
     env.update(
         LUMIERE_DATA_DIR=str(data / "data"), LUMIERE_PORT=str(port), LUMIERE_CHUNK_LEASE_S="6"
     )
@@ -122,7 +138,6 @@ def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(
     exe = Path(sys.executable).parent / "lumiere"
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen([str(exe), "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    opened: list[httpx.Client] = []
     try:
         try:
             _wait_ready(f"{base}/healthz", proc, 120)
@@ -130,8 +145,23 @@ def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(
             print((tmp_path / "up.log").read_text(errors="replace")[-5000:])
             raise
         key = (data / "data" / "api-key").read_text().strip()
-        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        opened.append(client)
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
+            yield Up(base, port, data / "data", proc, client)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(tmp_path: Path) -> None:
+    with lumiere_up(tmp_path) as up:
+        client, base, port, proc = up.client, up.base, up.port, up.proc
         clip = make_clip(tmp_path / "a.mp4", width=96, height=72, seconds=6)
         fields = {
             "upscaler": "lanczos",
@@ -168,9 +198,9 @@ def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(
             workers = httpx.get(f"{base}/healthz", timeout=5).json()["dependencies"]["workers"]
             return bool(workers["count"])
 
-        services = data / "data" / "services"
+        services = up.data / "services"
         _kill_and_wait_back(client, "shared.celery_app worker.*local@%h", worker_back)
-        redis_port = json.loads((data / "data" / "stack.json").read_text())["redis_url"]
+        redis_port = json.loads((up.data / "stack.json").read_text())["redis_url"]
         redis_port = redis_port.rsplit(":", 1)[1].split("/")[0]  # valkey names itself so
         _kill_and_wait_back(client, f"valkey-server 127.0.0.1:{redis_port}$", serving)
         _kill_and_wait_back(client, f"-dir={services / 's3' / 'data'}", serving)
@@ -186,14 +216,58 @@ def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(
         said = (tmp_path / "up.log").read_text(errors="replace")
         for child in ("worker", "redis", "s3", "postgres", "api"):
             assert f"child={child}" in said and "child.restarted" in said, said[-3000:]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        for client in opened:
-            client.close()
-        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_joins_a_short_job_at_once_behind_long_ones_and_says_where_it_stands(
+    tmp_path: Path,
+) -> None:
+    fields = {
+        "upscaler": "lanczos",
+        "interpolator": "blend",
+        "scale": "4",
+        "fps": "50",
+        "chunk_seconds": "1",
+    }
+    long_clip = make_clip(tmp_path / "long.mp4", width=96, height=72, seconds=8)
+    short_clip = make_clip(tmp_path / "short.mp4", width=96, height=72, seconds=1)
+    with lumiere_up(tmp_path) as up:
+
+        def submit(path: Path) -> str:
+            with path.open("rb") as f:
+                response = up.client.post("/v1/jobs", files={"file": (path.name, f)}, data=fields)
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        first, second, short = (
+            submit(p) for p in (long_clip.path, long_clip.path, short_clip.path)
+        )
+        # Once a chunk of the first job is measured, every job knows its place and its ETA.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            jobs = {i: up.client.get(f"/v1/jobs/{i}").json() for i in (first, second, short)}
+            if jobs[first]["chunks_done"] and jobs[short]["eta_seconds"] is not None:
+                break
+            time.sleep(0.2)
+        asked = time.monotonic()
+        assert jobs[first]["queue_position"] is None, jobs[first]
+        # The two others wait in line (in the order their plans finished), the later one
+        # with the later ETA.
+        line = sorted((second, short), key=lambda i: jobs[i]["queue_position"])
+        assert [jobs[i]["queue_position"] for i in line] == [1, 2], jobs
+        etas = [jobs[i]["eta_seconds"] for i in (first, *line)]
+        assert etas == sorted(etas), etas
+        done = wait_job(up.client, short, timeout=180)
+        took = time.monotonic() - asked
+        assert done["status"] == "succeeded", done["error"]
+        predicted = jobs[short]["eta_seconds"]
+        print(f"short job: predicted {predicted:.1f} s, took {took:.1f} s to its end")
+        assert predicted / 3 < took < predicted * 3 + 10, (predicted, took)
+        # Its join ran as soon as its last chunk was done, not behind other work.
+        url = json.loads((up.data / "stack.json").read_text())["database_url"]
+        with session_scope(url) as session:
+            last_chunk = session.scalar(
+                select(func.max(Chunk.finished_at)).where(Chunk.job_id == short)
+            )
+            finished = session.scalar(select(Job.finished_at).where(Job.id == short))
+        assert last_chunk and finished and (finished - last_chunk).total_seconds() < 5
+        assert wait_job(up.client, second, timeout=180)["status"] == "succeeded"

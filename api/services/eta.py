@@ -1,0 +1,136 @@
+"""Where a job stands in the queue, and when it will be done — the wait included.
+
+Chunks are served first come, first served across all jobs, so a job waits for the
+unfinished chunks of every active job whose chunks were sent before its own (in the order of
+their rows, which are written just before they are sent; jobs not planned yet come last).
+Work is counted in worker-seconds: the frames a job has still to make, times its seconds per
+frame — measured on its own chunks (finished ones, else the one running), else on the chunks
+any job finished in the last hour — shared among the chunks running now. Where nothing has been measured yet there is no ETA:
+`None` is honest, a guess is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from shared.jobs import ACTIVE
+from shared.models import Chunk, ChunkStatus, Job, utcnow
+
+RECENT = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """``position``: 1 when the job's chunks are next, 2 with one waiting job ahead…; ``None``
+    once its chunks have started (or it is done). ``eta_seconds``: until its last chunk is
+    done."""
+
+    position: int | None = None
+    eta_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Work:
+    """An active job's chunk work: frames left, and what its chunks have measured."""
+
+    job_id: str
+    frames_left: int | None  # None: not planned yet
+    running: int  # its chunks running now
+    started: bool  # some of its chunks ran or run
+    seconds_per_frame: float | None
+
+    def seconds(self, fallback: float | None) -> float | None:
+        """Worker-seconds of chunk work left; ``None`` when it cannot be known yet."""
+        per_frame = self.seconds_per_frame or fallback
+        if self.frames_left is None or (self.frames_left and per_frame is None):
+            return None
+        return self.frames_left * (per_frame or 0.0)
+
+
+def _epoch(interval: Any) -> Any:
+    """Seconds in an SQL interval."""
+    return func.extract("epoch", interval)
+
+
+def active_work(session: Session) -> list[Work]:
+    """Every active job's chunk work, in the order the queue serves it."""
+    done = Chunk.status == ChunkStatus.DONE
+    running = Chunk.status == ChunkStatus.RUNNING
+    rows = session.execute(
+        select(
+            Job.id,
+            Job.frames_total,
+            Job.stage,
+            func.coalesce(func.sum(Chunk.frames_done), 0),
+            func.count(Chunk.id).filter(running),
+            func.sum(case((done, Chunk.frames_done))),
+            func.sum(case((done, _epoch(Chunk.finished_at - Chunk.started_at)))),
+            func.sum(case((running, Chunk.frames_done))),
+            func.sum(case((running, _epoch(utcnow() - Chunk.started_at)))),
+        )
+        .outerjoin(Chunk, Chunk.job_id == Job.id)
+        .where(Job.status.in_(ACTIVE))
+        .group_by(Job.id)
+        # Chunk rows are written and sent together, so their ids give the queue's order.
+        .order_by(func.min(Chunk.id).asc().nulls_last(), Job.created_at, Job.id)
+    ).all()
+    found = []
+    for job_id, total, stage, made, n_running, d_frames, d_secs, r_frames, r_secs in rows:
+        planned = bool(total) and stage not in ("queued", "planning")
+        found.append(
+            Work(
+                job_id,
+                max(0, int(total) - int(made)) if planned else None,
+                int(n_running),
+                bool(n_running or d_frames or made),
+                _rate(d_frames, d_secs) or _rate(r_frames, r_secs),
+            )
+        )
+    return found
+
+
+def _rate(frames: object, seconds: object) -> float | None:
+    """Seconds per frame, when some frames were made."""
+    if not frames or seconds is None or float(str(frames)) <= 0:
+        return None
+    return max(0.0, float(str(seconds))) / float(str(frames))
+
+
+def recent_seconds_per_frame(session: Session) -> float | None:
+    """Seconds per frame of the chunks any job finished in the last hour."""
+    frames, seconds = session.execute(
+        select(
+            func.sum(Chunk.frames_done), func.sum(_epoch(Chunk.finished_at - Chunk.started_at))
+        ).where(Chunk.status == ChunkStatus.DONE, Chunk.finished_at > utcnow() - RECENT)
+    ).one()
+    return _rate(frames, seconds)
+
+
+def standings(session: Session, jobs: list[Job]) -> dict[str, Standing]:
+    """Queue position and ETA of each of ``jobs`` (a default `Standing` for finished ones)."""
+    wanted = {job.id for job in jobs if job.status in ACTIVE}
+    if not wanted:
+        return {}
+    work = active_work(session)
+    fallback = recent_seconds_per_frame(session)
+    sharing = max(1, sum(w.running for w in work))  # chunks running now, in parallel
+    found: dict[str, Standing] = {}
+    ahead: float | None = 0.0  # worker-seconds of chunk work queued before this job
+    waiting = 0  # jobs ahead that have not started yet
+    for item in work:
+        left = item.seconds(fallback)
+        if item.job_id in wanted:
+            position = None if item.started or item.frames_left == 0 else waiting + 1
+            eta = None
+            if ahead is not None and left is not None and item.frames_left:
+                eta = round((ahead + left) / sharing, 1)
+            found[item.job_id] = Standing(position, eta)
+        if item.frames_left != 0 and not item.started:
+            waiting += 1
+        ahead = None if ahead is None or left is None else ahead + left
+    return found
