@@ -25,6 +25,15 @@ from shared.models import Chunk, Job
 from tests.clips import decoded_frames, make_clip
 from tests.conftest import wait_job
 
+# Jobs that run in seconds on a CPU, in chunks of a second.
+QUICK = {
+    "upscaler": "lanczos",
+    "interpolator": "blend",
+    "scale": "4",
+    "fps": "50",
+    "chunk_seconds": "1",
+}
+
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> dict:
     deadline = time.monotonic() + timeout
@@ -163,14 +172,7 @@ def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(tmp_path: 
     with lumiere_up(tmp_path) as up:
         client, base, port, proc = up.client, up.base, up.port, up.proc
         clip = make_clip(tmp_path / "a.mp4", width=96, height=72, seconds=6)
-        fields = {
-            "upscaler": "lanczos",
-            "interpolator": "blend",
-            "scale": "4",
-            "fps": "50",
-            "chunk_seconds": "1",
-            "codec": "ffv1",
-        }
+        fields = {**QUICK, "codec": "ffv1"}  # lossless: frames compare exactly
 
         def submit() -> str:
             with clip.path.open("rb") as f:
@@ -221,13 +223,7 @@ def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(tmp_path: 
 def test_up_joins_a_short_job_at_once_behind_long_ones_and_says_where_it_stands(
     tmp_path: Path,
 ) -> None:
-    fields = {
-        "upscaler": "lanczos",
-        "interpolator": "blend",
-        "scale": "4",
-        "fps": "50",
-        "chunk_seconds": "1",
-    }
+    fields = QUICK
     long_clip = make_clip(tmp_path / "long.mp4", width=96, height=72, seconds=8)
     short_clip = make_clip(tmp_path / "short.mp4", width=96, height=72, seconds=1)
     with lumiere_up(tmp_path) as up:
