@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -11,8 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,7 @@ from shared.local_services import free_port
 from shared.models import Chunk, Job
 from tests.clips import decoded_frames, make_clip
 from tests.conftest import wait_job
+from tests.e2e.up import lumiere_up, wait_ready
 
 # Jobs that run in seconds on a CPU, in chunks of a second.
 QUICK = {
@@ -33,20 +32,6 @@ QUICK = {
     "fps": "50",
     "chunk_seconds": "1",
 }
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "lumiere up exited early"
-        try:
-            body = httpx.get(url, timeout=5).json()
-            if body["dependencies"]["workers"]["count"] >= 1:
-                return body
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the stack did not come up")
 
 
 def test_up_serves_health_with_every_dependency_and_stops_cleanly() -> None:
@@ -60,7 +45,7 @@ def test_up_serves_health_with_every_dependency_and_stops_cleanly() -> None:
         [str(exe), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        health = _wait_ready(f"http://127.0.0.1:{port}/healthz", proc, 120)
+        health = wait_ready(f"http://127.0.0.1:{port}/healthz", proc, 120)
         assert health["status"] == "ok"
         assert all(health["dependencies"][d]["ok"] for d in ("database", "redis", "storage"))
         # Everything it stores lives under LUMIERE_DATA_DIR.
@@ -119,53 +104,6 @@ def _result_frames(client: httpx.Client, job_id: str, path: Path) -> list[bytes]
     location = client.get(f"/v1/jobs/{job_id}/result").headers["location"]
     path.write_bytes(httpx.get(location).content)
     return [frame.tobytes() for frame in decoded_frames(path)]
-
-
-@dataclass
-class Up:
-    """A running `lumiere up`: its URL, data directory, process and an authorised client."""
-
-    base: str
-    port: int
-    data: Path
-    proc: subprocess.Popen[bytes]
-    client: httpx.Client
-
-
-@contextlib.contextmanager
-def lumiere_up(tmp_path: Path) -> Iterator[Up]:
-    """`lumiere up` on a data directory and port of its own, until the test is done."""
-    data = Path(tempfile.mkdtemp(prefix="lumiere-up-"))
-    data.chmod(0o755)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIERE_")}
-    # A short lease: a killed worker's chunk is taken back within seconds.
-    env.update(
-        LUMIERE_DATA_DIR=str(data / "data"), LUMIERE_PORT=str(port), LUMIERE_CHUNK_LEASE_S="6"
-    )
-    base = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).parent / "lumiere"
-    log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen([str(exe), "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            _wait_ready(f"{base}/healthz", proc, 120)
-        except (TimeoutError, AssertionError):
-            print((tmp_path / "up.log").read_text(errors="replace")[-5000:])
-            raise
-        key = (data / "data" / "api-key").read_text().strip()
-        auth = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
-            yield Up(base, port, data / "data", proc, client)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_up_restarts_whatever_is_killed_and_the_job_finishes_the_same(tmp_path: Path) -> None:
