@@ -114,7 +114,8 @@ def test_source_audio_is_copied_when_the_container_takes_it(tmp_path: Path, cont
 @pytest.mark.parametrize(
     ("source", "audio", "output", "codec", "expect"),
     [
-        ("in.mov", "pcm_s16le", "out.mp4", "h264", "aac"),
+        ("in.mov", "pcm_s16le", "out.mp4", "h264", "flac"),
+        ("in.mkv", "flac", "out.mov", "prores", "alac"),
         ("in.mkv", "flac", "out.mp4", "h264", "flac"),
         ("in.avi", "mp3", "out.mov", "h264", "mp3"),
         ("in.mkv", "libopus", "out.mov", "prores", "aac"),
@@ -149,7 +150,8 @@ def test_a_soundtrack_replaces_or_joins_the_sound(tmp_path: Path) -> None:
         Options(**FAST, audio="replace", audio_file=str(long_track), preset="ultrafast"),
     )
     info = probe(out)
-    assert [(a.codec, a.sample_rate) for a in info.audio] == [("aac", 44100)]
+    # PCM that MP4 cannot carry stays lossless: FLAC, at its own rate.
+    assert [(a.codec, a.sample_rate) for a in info.audio] == [("flac", 44100)]
     ((start, end),) = audio_spans(out)
     # A longer soundtrack is cut where the picture ends.
     assert abs(start) < Fraction(1, 24) and abs(end - video_end(out)) < Fraction(1, 24)
@@ -164,3 +166,28 @@ def test_a_soundtrack_replaces_or_joins_the_sound(tmp_path: Path) -> None:
     spans = audio_spans(out)
     assert abs(spans[0][1] - 2) < Fraction(1, 24)
     assert abs(spans[1][1] - 1) < Fraction(1, 24)  # a shorter one is not stretched
+
+
+def _samples(path: Path) -> np.ndarray:
+    """Every audio sample of the first track, as signed 32-bit integers (channels, n)."""
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="s32p")
+        decoded = [
+            f.to_ndarray() for frame in container.decode(audio=0) for f in resampler.resample(frame)
+        ]
+    return np.concatenate(decoded, axis=1)
+
+
+@pytest.mark.parametrize("codec", ["pcm_s16le", "pcm_s24le"])
+def test_lossless_sound_that_mp4_cannot_carry_comes_back_sample_exact(
+    tmp_path: Path, codec: str
+) -> None:
+    clip = make_clip(tmp_path / "in.mov", seconds=2.0, audio=codec)
+    out = tmp_path / "out.mp4"
+    process_file(clip.path, out, Options(**FAST, scale=1, preset="ultrafast"))
+    assert [a.codec for a in probe(out).audio] == ["flac"]
+    source, kept = _samples(clip.path), _samples(out)
+    # The picture ends within a frame of the sound; every sample up to there is the same.
+    n = min(source.shape[1], kept.shape[1])
+    assert n > source.shape[1] - 48000 // 24
+    assert np.array_equal(source[:, :n], kept[:, :n])

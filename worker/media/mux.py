@@ -1,7 +1,8 @@
 """Join encoded chunk files without re-encoding and mux audio in sync with the picture.
 
 Chunk files start at time zero; each is shifted to its place on the film's timeline. Audio
-is stream-copied where the container takes the codec and transcoded to AAC otherwise,
+is stream-copied where the container takes the codec; otherwise lossless sound (PCM, FLAC,
+ALAC…) is re-encoded losslessly (FLAC, or ALAC in MOV) and lossy sound to AAC; it is
 trimmed at the end of the picture. Packets of all streams are interleaved by time as they
 are read, so memory stays flat however long the film.
 """
@@ -57,6 +58,24 @@ COPYABLE_AUDIO = {
         "pcm_f32le",
     },
 }
+# Codecs that store every sample exactly: such sound is never re-encoded to a lossy codec.
+LOSSLESS_AUDIO = {"flac", "alac", "truehd", "mlp", "wavpack", "tta", "ape"}
+# The lossless codec each container takes, for lossless sound it cannot take as it is.
+LOSSLESS_TARGET = {"mp4": "flac", "mkv": "flac", "mov": "alac"}
+
+
+def is_lossless_audio(codec: str) -> bool:
+    """Whether sound in ``codec`` holds its samples exactly (PCM and the lossless codecs)."""
+    return codec.startswith("pcm_") or codec in LOSSLESS_AUDIO
+
+
+def audio_target(codec: str, container: str) -> str | None:
+    """The codec sound in ``codec`` gets in ``container``: ``None`` to copy it as it is."""
+    if codec in COPYABLE_AUDIO[container]:
+        return None
+    return LOSSLESS_TARGET[container] if is_lossless_audio(codec) else "aac"
+
+
 # MP4/MOV keep audio packets this close before the film start (the encoder's priming lives
 # there; edit lists hide it). Matroska cannot store negative times: its muxer would delay
 # every stream instead, so there audio starts at the first packet at or after zero.
@@ -121,14 +140,15 @@ def join(
             stream = inp.streams[src.stream_index]
             if not isinstance(stream, av.AudioStream):
                 raise ProcessingError(f"{src.path}: stream {src.stream_index} is not audio")
-            if stream.codec_context.codec.canonical_name in COPYABLE_AUDIO[container]:
+            target = audio_target(stream.codec_context.codec.canonical_name, container)
+            if target is None:
                 ostream = out.add_stream_from_template(stream)
                 ostream.time_base = stream.time_base
                 sources.append(
                     _copy_audio(inp, stream, ostream, src.origin, end, PRIMING[container], order)
                 )
             else:
-                ostream = _aac_stream(out, stream)
+                ostream = _encoder_stream(out, stream, target)
                 sources.append(
                     _transcode_audio(
                         inp, stream, ostream, src.origin, end, PRIMING[container], order
@@ -225,14 +245,24 @@ def _time_base(stream: av.stream.Stream) -> Fraction:
     return Fraction(stream.time_base)
 
 
-def _aac_stream(out: av.container.OutputContainer, stream: av.AudioStream) -> av.AudioStream:
-    """An AAC encoder matching the source's rate (nearest AAC rate) and channel layout."""
+def _encoder_stream(
+    out: av.container.OutputContainer, stream: av.AudioStream, codec: str
+) -> av.AudioStream:
+    """An encoder for the source's channel layout: AAC at the nearest AAC rate, or a lossless
+    codec at the source's own rate with as many bits per sample as the source has."""
     ctx = stream.codec_context
-    rate = min(AAC_RATES, key=lambda r: abs(r - ctx.sample_rate))
-    ostream = out.add_stream("aac", rate=rate)
+    rate = ctx.sample_rate
+    if codec == "aac":
+        rate = min(AAC_RATES, key=lambda r: abs(r - ctx.sample_rate))
+    ostream = out.add_stream(codec, rate=rate)
+    assert isinstance(ostream, av.AudioStream)
     # Files without a channel order ("2 channels") get the usual one for their count.
     ostream.layout = _LAYOUTS.get(ctx.channels, "7.1")
     ostream.time_base = Fraction(1, rate)
+    if codec != "aac":
+        # Sound decoded to more than 16 bits is kept at 24 (FLAC's and ALAC's usual most).
+        deep = ctx.format.bytes > 2
+        ostream.format = ("s32" if deep else "s16") + ("p" if codec == "alac" else "")
     return ostream
 
 
@@ -245,9 +275,12 @@ def _transcode_audio(
     lead: Fraction,
     order: int,
 ) -> Iterator[_Item]:
-    """Decode, resample to the encoder's format and encode to AAC, trimmed to [0, end)."""
+    """Decode, resample to the encoder's rate and encode, trimmed to [0, end)."""
     rate = ostream.codec_context.sample_rate
     layout = ostream.codec_context.layout
+    # Samples are cut as planar floats (exact for up to 24-bit sound), then converted to
+    # the encoder's own sample format.
+    to_encoder = av.AudioResampler(format=ostream.codec_context.format.name, layout=layout.name)
     limit = None if end is None else round(end * rate)
     position: int | None = None  # next sample's index on the film's timeline
     for samples, when in _resampled(inp, stream, rate, layout.name):
@@ -269,9 +302,10 @@ def _transcode_audio(
         piece.sample_rate = rate
         piece.pts = lo
         piece.time_base = Fraction(1, rate)
-        for packet in ostream.encode(piece):
-            if _keep(packet, lead):
-                yield _decode_time(packet), order, packet
+        for converted in to_encoder.resample(piece):
+            for packet in ostream.encode(converted):
+                if _keep(packet, lead):
+                    yield _decode_time(packet), order, packet
     for packet in ostream.encode(None):
         if _keep(packet, lead):
             yield _decode_time(packet), order, packet
