@@ -34,6 +34,7 @@ from shared.logs import get_logger
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, Upload, UploadStatus, utcnow
 from shared.schemas import public_meta
 from shared.storage import Storage, chunk_key, result_key
+from worker.cancel import Cancelled
 from worker.plan import ChunkPlan
 
 log = get_logger(__name__)
@@ -48,10 +49,6 @@ PROGRESS_EVERY_S = 0.5
 # Rows younger than this are left alone: their message may be on its way.
 SEND_GRACE = timedelta(seconds=10)
 RECONCILE_LOCK = "lumiere:reconcile"
-
-
-class Cancelled(Exception):
-    """The job was cancelled or deleted while a chunk was running."""
 
 
 def work_dir() -> Path:
@@ -503,6 +500,45 @@ def _exhausted(job_id: str, index: int) -> bool:
         )
 
 
+# How often a running chunk asks whether its job still runs: the README promises that a
+# cancel stops running chunks within a second, and the stages check between tiles and layers.
+CANCEL_POLL_S = 0.2
+
+
+class CancelWatch(threading.Thread):
+    """Asks every CANCEL_POLL_S whether a chunk's job still runs; sets ``cancelled`` (and
+    ``reason``) once it does not, so the stages stop mid-frame instead of at the next one."""
+
+    def __init__(self, job_id: str, index: int) -> None:
+        super().__init__(name=f"cancel-watch-{job_id}-{index}", daemon=True)
+        self.job_id = job_id
+        self.cancelled = threading.Event()
+        self.reason = ""
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        failing = False
+        while not self.done.wait(CANCEL_POLL_S):
+            try:
+                with session_scope() as session:
+                    status = session.scalar(select(Job.status).where(Job.id == self.job_id))
+            except Exception as err:  # database briefly down: the chunk goes on; ask again
+                if not failing:
+                    log.warning("cancel_watch.failed", job_id=self.job_id, error=str(err))
+                failing = True
+                continue
+            failing = False
+            if status != JobStatus.RUNNING:
+                self.reason = f"job is {status.value if status else 'deleted'}"
+                self.cancelled.set()
+                return
+
+    def stop(self) -> None:
+        """Stop watching; wait a moment for the thread (a poll under way times out by itself)."""
+        self.done.set()
+        self.join(timeout=1)
+
+
 def run_chunk(job_id: str, index: int) -> None:
     """Upscale, interpolate and encode one chunk, then upload it to its fixed key."""
     from worker.media.encode import CHUNK_MUXER
@@ -543,16 +579,15 @@ def run_chunk(job_id: str, index: int) -> None:
                 .where(Chunk.job_id == job_id, Chunk.index == index)
                 .values(frames_done=frames, heartbeat_at=utcnow())
             )
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
             event = announce_progress(session, job_id)
         queue.enqueue_webhooks([event])
-        if status != JobStatus.RUNNING:
-            raise Cancelled(f"job is {status.value if status else 'deleted'}")
 
     ext = CHUNK_MUXER[options.codec]
     out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
     lease = chunk_lease(job_id, index)
     lease.start()
+    watch = CancelWatch(job_id, index)
+    watch.start()
     try:
         source = local_copy(storage, input_key, job_id, "input")
         result = process_chunk(
@@ -561,12 +596,13 @@ def run_chunk(job_id: str, index: int) -> None:
             options,
             out,
             on_progress=on_progress,
+            should_stop=watch.cancelled.is_set,
             device=pick_device(get_settings().device),
         )
         key = chunk_key(job_id, index, ext)
         storage.upload_file(out, key)
-    except Cancelled as err:
-        bound.info("chunk.cancelled", reason=str(err))
+    except Cancelled:
+        bound.info("chunk.cancelled", reason=watch.reason)
         with session_scope() as session:
             move_chunk(
                 session, job_id, index, [ChunkStatus.RUNNING], ChunkStatus.PENDING, frames_done=0
@@ -587,6 +623,7 @@ def run_chunk(job_id: str, index: int) -> None:
         release_chunk(job_id, index)
         raise
     finally:
+        watch.stop()
         lease.stop()
         shutil.rmtree(out.parent, ignore_errors=True)
     with session_scope() as session:

@@ -3,6 +3,8 @@
 ``process_chunk`` and ``join_chunks`` are the entry points the Celery tasks call with local
 paths; ``process_file`` does a whole film in one process (``lumiere process``). Frames
 stream through the stages a small batch at a time, so memory does not grow with the film.
+A chunk stops midway, raising ``worker.cancel.Cancelled``, once its ``should_stop`` turns
+true: it is asked before each frame and, inside the stages, between tiles and layers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from shared.errors import InvalidInput, ProcessingError, UnsupportedMedia
 from shared.logs import get_logger
+from worker.cancel import ShouldStop, check, never
 from worker.media.colors import LEFT, coding_for, planar_format
 from worker.media.decode import SourceFrame, decode_range
 from worker.media.encode import (
@@ -445,6 +448,7 @@ def process_chunk(
     output: str | Path,
     *,
     on_progress: ProgressCallback | None = None,
+    should_stop: ShouldStop = never,
     device: torch.device | None = None,
     info: MediaInfo | None = None,
 ) -> ChunkResult:
@@ -458,11 +462,16 @@ def process_chunk(
     extra: dict[str, object] = {
         "bit_depth": info.bit_depth,
         "fit": "stretch" if options.fit == "sar" else options.fit,
+        "should_stop": should_stop,
     }
     if options.denoise is not None:
         extra["denoise"] = options.denoise
     upscaler = get_upscaler(options.upscaler, device, torch.float32, **extra)
-    interpolator = get_interpolator(options.interpolator, device) if target.fps else None
+    interpolator = (
+        get_interpolator(options.interpolator, device, should_stop=should_stop)
+        if target.fps
+        else None
+    )
     tb = plan.time_base
     film_start = plan.film_start_pts * tb
     lo, hi = plan.start, plan.stop
@@ -512,6 +521,7 @@ def process_chunk(
             decoded = keep(decode_range(source, info, first_pts, last_pts, device))
             pairs = upscaled_in_batches(decoded, upscaler, size, options.batch, clock)
         for count, (f, out) in enumerate(pairs):
+            check(should_stop)
             result.frames_in += 1
             at = true_time[f.pts] if true_time is not None else f.pts * tb - film_start
             yield _Frame(count, at, f.image, out)
@@ -539,6 +549,7 @@ def process_chunk(
                 between = [s.t for s in places if s.t > 0]
                 made: list[torch.Tensor] = []
                 if between and right is not None and interpolator is not None:
+                    check(should_stop)
                     started = time.perf_counter()
                     context: dict[str, Any] = {}
                     with torch.inference_mode():

@@ -5,8 +5,8 @@ unfinished chunks of every active job whose chunks were sent before its own (in 
 their rows, which are written just before they are sent; jobs not planned yet come last).
 Work is counted in worker-seconds: the frames a job has still to make, times its seconds per
 frame — measured on its own chunks (finished ones, else the one running), else on the chunks
-any job finished in the last hour — shared among the chunks running now. Where nothing has been measured yet there is no ETA:
-`None` is honest, a guess is not.
+any job finished in the last hour — shared among the chunks running now. Where nothing has
+been measured yet there is no ETA: `None` is honest, a guess is not.
 """
 
 from __future__ import annotations

@@ -247,6 +247,61 @@ def test_cancel_stops_running_chunks_and_retry_keeps_done_ones(
     assert result["frames"] == 240
 
 
+def _chunks(settings: Settings, job_id: str) -> list[Chunk]:
+    with session_scope(settings.database_url) as session:
+        found = session.scalars(select(Chunk).where(Chunk.job_id == job_id)).all()
+        session.expunge_all()
+        return list(found)
+
+
+def test_cancel_stops_a_chunk_mid_frame_within_a_second(
+    client: httpx.Client, tmp_path: Path, settings: Settings
+) -> None:
+    # Real-ESRGAN ×4 spends about two seconds on one 160×120 frame on a CPU, all of it
+    # in one tile: a cancel noticed only between output frames would wait for it.
+    real_models_dir()
+    clip = make_clip(tmp_path / "slow.mp4", width=160, height=120, fps=24, seconds=2)
+    with clip.path.open("rb") as f:
+        created = client.post(
+            "/v1/jobs",
+            files={"file": ("slow.mp4", f)},
+            data={"upscaler": "detailed", "interpolator": "blend", "scale": "4"},
+        )
+    job_id = created.json()["id"]
+    # Wait until a chunk has written a frame: the network is loaded and compiled, and the
+    # next frames are plain work.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if any(
+            c.status == ChunkStatus.RUNNING and c.frames_done for c in _chunks(settings, job_id)
+        ):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"no chunk got going: {client.get(f'/v1/jobs/{job_id}').json()}")
+    time.sleep(0.3)  # into the next frame
+
+    asked = time.monotonic()
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    while time.monotonic() - asked < 30:
+        chunks = _chunks(settings, job_id)
+        if all(c.status != ChunkStatus.RUNNING for c in chunks):
+            break
+        time.sleep(0.02)
+    stopped = time.monotonic() - asked
+    assert all(c.status == ChunkStatus.PENDING and c.frames_done == 0 for c in chunks)
+    assert stopped < 1.0, f"the chunk stopped {stopped:.2f} s after the cancel"
+
+    # The worker is free at once: the next job starts without waiting for the frame.
+    small = make_clip(tmp_path / "next.mp4", width=64, height=48, fps=24, seconds=0.5)
+    with small.path.open("rb") as f:
+        queued = time.monotonic()
+        after = client.post("/v1/jobs", files={"file": ("next.mp4", f)}, data=FAST).json()
+    started = wait_job(client, after["id"], ("running", "succeeded", "failed"), timeout=30)
+    assert time.monotonic() - queued < 2.0, "the worker was still busy with the cancelled chunk"
+    assert wait_job(client, after["id"])["status"] == "succeeded", started
+
+
 def test_delete_removes_the_job_and_its_objects(
     client: httpx.Client, tmp_path: Path, settings: Settings
 ) -> None:

@@ -8,7 +8,8 @@ Users pick a mode: ``faithful`` (default; highest PSNR, restores what is there) 
 ``detailed`` (GAN-sharp, invents plausible texture), or any model by name. Options:
 ``denoise`` (-1 none … 3 strongest), ``tile`` (0 = from free memory), ``overlap``,
 ``batch``, ``fit`` (stretch/pad/crop), ``monochrome`` (auto/yes/no), ``precision``,
-``bit_depth`` (10 keeps 10-bit precision), ``compile``, ``sync_pooling``, ``models_dir``.
+``bit_depth`` (10 keeps 10-bit precision), ``compile``, ``sync_pooling``, ``models_dir``,
+``should_stop`` (asked before every layer: one tile can take seconds on a CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worker.cancel import ShouldStop, checked_layers, never
 from worker.devices import autocast, compute_dtype, free_memory_bytes
 from worker.models.catalog import CATALOG, VIDEO_MODELS, ModelSpec, Variant, get_spec
 from worker.models.loader import LoadedNetwork, load_network
@@ -192,6 +194,7 @@ class NetworkUpscaler:
         max_passes: int = 2,
         bit_depth: int = 8,
         sync_pooling: bool = True,
+        should_stop: ShouldStop = never,
     ) -> None:
         if fit not in ("stretch", "pad", "crop"):
             raise ValueError(f"fit must be stretch, pad or crop, not {fit!r}")
@@ -215,6 +218,7 @@ class NetworkUpscaler:
         self.max_passes = max_passes
         self.compile = compile
         self.sync_pooling = sync_pooling
+        self.should_stop = should_stop
         self.models_dir = models_dir
         # Load (and checksum) the native-scale nets now so a missing model fails the job
         # before any frame is decoded, not halfway through a film.
@@ -250,9 +254,12 @@ class NetworkUpscaler:
         net = self._network(variant)
         tile = self.tile or self._auto_tile(net, frames)
         outputs = []
-        for start in range(0, frames.shape[0], self.batch):
-            chunk = frames[start : start + self.batch]
-            outputs.append(self._pass_chunk(net, chunk, tile))
+        # Hooks would break a compiled graph at every layer: compiled nets (bench only; the
+        # workers never compile) are stopped between frames.
+        with checked_layers(net.graph, never if self.compile else self.should_stop):
+            for start in range(0, frames.shape[0], self.batch):
+                chunk = frames[start : start + self.batch]
+                outputs.append(self._pass_chunk(net, chunk, tile))
         return torch.cat(outputs)
 
     def _overlap(self, variant: Variant) -> int:
@@ -371,7 +378,8 @@ def _video_factory(
     return VideoUpscaler(device, models_dir, model, **options)  # type: ignore[arg-type]
 
 
-# name -> factory(device, dtype, **options). AI upscalers register here (see worker/models).
+# name -> factory(device, dtype, **options). AI upscalers register here (see worker/models);
+# those that ignore an option (Lanczos: ``should_stop``, it is fast) take it all the same.
 UpscalerFactory = Callable[..., Upscaler]
 UPSCALERS: dict[str, UpscalerFactory] = {
     "lanczos": lambda device, dtype, fit="stretch", **options: LanczosUpscaler(fit),

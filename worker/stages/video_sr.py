@@ -19,6 +19,10 @@ the device's *total* memory, not its free memory, so that every chunk of a film 
 alike; a CUDA out-of-memory retries that window with half the tile (which changes that
 window's pixels slightly).
 
+Stopping: ``should_stop`` is asked before each window and before every layer of the
+network (a window's recurrence runs seconds to minutes on a CPU); a true answer raises
+``worker.cancel.Cancelled``.
+
 Precision: fp16 on GPUs, fp32 on CPUs (see :class:`VideoUpscaler`); SPyNet and the warps
 always run in fp32. Measured on 2 idle-ish CPU cores, fp32, one 16-frame window from
 160×90: ~0.9 s per output frame at ×2 or ×4, ~0.35 GB above the loaded model; from
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.errors import ModelUnavailable
+from worker.cancel import ShouldStop, check, checked_layers, never
 from worker.devices import keep_freed_memory, total_memory_bytes
 from worker.models.basicvsr_arch import BasicVSR, blocks_in, convert_basicsr_state
 from worker.models.catalog import VideoModelSpec, get_video_spec
@@ -155,6 +160,7 @@ class VideoUpscaler:
         monochrome: Literal["auto", "yes", "no"] = "auto",
         # Accepted like the image upscalers' option; fp16 keeps 10-bit precision anyway.
         bit_depth: int = 8,
+        should_stop: ShouldStop = never,
     ) -> None:
         if fit not in ("stretch", "pad", "crop"):
             raise ValueError(f"fit must be stretch, pad or crop, not {fit!r}")
@@ -174,6 +180,7 @@ class VideoUpscaler:
         self.overlap = overlap
         self.fit: Fit = fit
         self.monochrome = monochrome
+        self.should_stop = should_stop
         self.models_dir = models_dir
         # Load (and checksum) now so a missing model fails the job before any decoding.
         self._network()
@@ -229,6 +236,7 @@ class VideoUpscaler:
         ended = False
         done = start  # the next frame to output
         while stop is None or done < stop:
+            check(self.should_stop)
             k = done // self.grid.core
             want = self.grid.window(k, total)
             if want.start < first:
@@ -295,7 +303,9 @@ class VideoUpscaler:
         flat = x.reshape(1, t * 3, h, w)
         while True:
             try:
-                return run_tiled(run, flat, 4, tile, self.overlap).reshape(n, 3, h * 4, w * 4)
+                with checked_layers(net, self.should_stop):
+                    out = run_tiled(run, flat, 4, tile, self.overlap)
+                return out.reshape(n, 3, h * 4, w * 4)
             except torch.cuda.OutOfMemoryError:
                 # Retry smaller: the estimate is a guess and the GPU may be shared.
                 if tile <= MIN_TILE:
