@@ -185,7 +185,7 @@ def fps_arg(rate: Fraction) -> str:
 
 def cli_defaults() -> Result:
     """The CLI's own defaults (upscaler, interpolator, repeats), read without importing torch."""
-    from worker.process import process
+    from cli.process import process
 
     return {p.name: p.default for p in process.params if p.name}
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 from boto3.s3.transfer import TransferConfig
 
+from cli.local_services import LocalStack, free_port
+from cli.stack import api_argv, prepare
 from shared.config import Settings
 from shared.db import session_scope
 from shared.keys import create_key
-from shared.local_services import LocalStack, free_port
-from shared.stack import api_argv, prepare
 from shared.storage import Storage
 
 

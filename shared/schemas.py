@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import InvalidInput
+from shared.options import parse_fps
 
 # Names the API accepts without importing torch; tests/unit/test_registries.py checks that
 # they match the worker's registries exactly.
@@ -130,8 +131,6 @@ class JobOptions(BaseModel):
     def _fps(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        from worker.retime import parse_fps  # pure maths, no torch
-
         try:
             parse_fps(value)
         except InvalidInput as err:

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli.local_services import LocalStack, free_port
+from cli.stack import api_argv, prepare, worker_argv
 from shared.config import Settings
 from shared.db import dispose_engines
-from shared.local_services import LocalStack, free_port
-from shared.stack import api_argv, prepare, worker_argv
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "test-output"  # screenshots, logs: kept after the run for people to look at

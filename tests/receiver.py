@@ -7,7 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from shared.local_services import free_port
+from cli.local_services import free_port
 
 
 class Receiver:

@@ -11,10 +11,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from shared.errors import InvalidInput
-
-# Decimal spellings of the NTSC-family rates mean n*1000/1001, as every tool reads them.
-_NTSC_TOLERANCE = Fraction(1, 100)
+from shared.options import parse_fps as parse_fps  # the timeline's rates are options'
 
 
 @dataclass(frozen=True)
@@ -24,21 +21,6 @@ class Slot:
     time: Fraction
     # 0 is the left source frame itself; (0, 1) asks the interpolator for an in-between.
     t: Fraction
-
-
-def parse_fps(text: str | float | Fraction) -> Fraction:
-    """Read a frame rate: ``60``, ``59.94`` (= 60000/1001), ``30000/1001``, ``23.976``…"""
-    try:
-        rate = Fraction(str(text).strip())
-    except (ValueError, ZeroDivisionError):
-        raise InvalidInput(f"not a frame rate: {text!r} (try 60, 59.94 or 30000/1001)") from None
-    if not 1 <= rate <= 1000:
-        raise InvalidInput(f"frame rate {text} is out of range (1 to 1000 fps)")
-    if rate.denominator != 1 and "/" not in str(text):
-        ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
-        if abs(ntsc - rate) < _NTSC_TOLERANCE:
-            return ntsc
-    return rate
 
 
 def output_count(duration: Fraction, fps: Fraction) -> int:

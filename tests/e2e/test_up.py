@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from cli.local_services import free_port
 from shared.db import session_scope
-from shared.local_services import free_port
 from shared.models import Chunk, Job
 from tests.clips import decoded_frames, make_clip
 from tests.conftest import wait_job

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.local_services import free_port
+from cli.local_services import free_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> dict:

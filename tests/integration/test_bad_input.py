@@ -17,9 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
+from cli.local_services import free_port
+from cli.stack import api_argv
 from shared.config import Settings
-from shared.local_services import free_port
-from shared.stack import api_argv
 from shared.storage import Storage
 from tests.clips import make_audio, make_clip, make_empty_video, make_odd_stream
 from tests.conftest import wait_http, wait_job

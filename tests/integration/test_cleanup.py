@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
+from cli.local_services import LocalStack
 from shared.config import Settings, get_settings
-from shared.local_services import LocalStack
 from shared.storage import Storage
 from worker.jobs import abort_abandoned_uploads
 

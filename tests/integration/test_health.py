@@ -9,10 +9,10 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from cli.local_services import LocalStack, free_port
 from shared.celery_app import create_celery
 from shared.config import Settings
 from shared.health import CHECK_DEADLINE_S, NO_ANSWER
-from shared.local_services import LocalStack, free_port
 from tests.conftest import Processes, extra_api
 
 
@@ -126,7 +126,7 @@ def test_metrics_count_responses_by_class_and_report_the_work(api_url: str, work
 def test_a_worker_without_its_weights_is_reported_unhealthy(
     api_url: str, service_env: dict[str, str], processes: Processes, tmp_path
 ) -> None:
-    from shared.stack import worker_argv
+    from cli.stack import worker_argv
 
     env = {**service_env, "LUMIERE_MODELS_DIR": str(tmp_path / "no-models")}
     name = "weightless@localhost"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from cli.stack import worker_argv
 from shared.config import Settings
-from shared.stack import worker_argv
 from tests.clips import make_clip
 from tests.conftest import OUTPUT, make_key
 

@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from shared import migrate
-from shared.local_services import LocalStack
+from cli import migrate
+from cli.local_services import LocalStack
 from shared.models import Base
 
 

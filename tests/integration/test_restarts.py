@@ -21,11 +21,11 @@ import pytest
 import redis
 from sqlalchemy import update
 
+from cli.local_services import LocalStack, free_port
+from cli.stack import api_argv, prepare, worker_argv
 from shared.config import Settings
 from shared.db import dispose_engines, session_scope
-from shared.local_services import LocalStack, free_port
 from shared.models import Job, JobStatus, utcnow
-from shared.stack import api_argv, prepare, worker_argv
 from shared.storage import Storage
 from tests.clips import make_clip
 from tests.conftest import Processes, make_key, wait_http, wait_job

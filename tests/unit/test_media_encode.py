@@ -9,11 +9,12 @@ import av
 import pytest
 
 from shared.errors import InvalidInput
+from shared.options import parse_fps
 from tests.clips import decoded_pts, make_clip, video_end
 from worker.media.encode import container_for, pixel_format
 from worker.media.probe import probe
 from worker.pipeline import Options, process_file
-from worker.retime import output_count, parse_fps
+from worker.retime import output_count
 
 CASES = [
     ("h264", "mp4", "60", 8),

@@ -14,6 +14,7 @@ import av
 import pytest
 from click.testing import CliRunner
 
+from cli.process import process
 from tests.clips import (
     audio_spans,
     decoded_pts,
@@ -26,7 +27,6 @@ from tests.clips import (
 from tests.models_fixture import real_models_dir
 from worker.media.probe import ColorTags, MediaInfo, probe
 from worker.pipeline import Options, process_file, resolve_target
-from worker.process import process
 
 # The classical stages: these tests are about the media plumbing, not the networks.
 FAST = {"upscaler": "lanczos", "interpolator": "blend"}
@@ -124,7 +124,7 @@ def test_width_and_height_and_an_added_soundtrack(tmp_path: Path) -> None:
     assert code == 0, text
     info = probe(out)
     assert (info.width, info.height, info.fps) == (100, 76, 50)
-    assert [a.codec for a in info.audio] == ["aac"]  # PCM does not go in MP4 as is
+    assert [a.codec for a in info.audio] == ["flac"]  # PCM does not go in MP4 as is: FLAC does
 
 
 @pytest.mark.parametrize(

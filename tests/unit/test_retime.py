@@ -9,7 +9,8 @@ from itertools import pairwise
 import pytest
 
 from shared.errors import InvalidInput
-from worker.retime import first_output_time, output_count, parse_fps, slots
+from shared.options import parse_fps
+from worker.retime import first_output_time, output_count, slots
 
 
 @pytest.mark.parametrize(

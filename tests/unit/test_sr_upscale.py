@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cli.models import models as models_cli
 from shared.errors import ModelUnavailable
 from tests.models_fixture import real_models_dir
 from worker.models.catalog import CATALOG
-from worker.models.cli import models as models_cli
 from worker.models.ncnn_graph import NcnnGraph, parse_param
 from worker.models.store import sha256_file, write_manifest
 from worker.stages.upscale import (

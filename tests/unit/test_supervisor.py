@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.local_services import pid_alive
-from shared.supervisor import GaveUp, Program, Supervisor, pause
+from cli.local_services import pid_alive
+from cli.supervisor import GaveUp, Program, Supervisor, pause
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import click
 
+from cli.local_services import LocalStack
+from cli.supervisor import Child, GaveUp, Program, Supervisor
 from shared.celery_app import CHUNK_QUEUE, CONTROL_QUEUE
 from shared.config import Settings, get_settings
-from shared.local_services import LocalStack
 from shared.logs import configure_logging, get_logger
-from shared.supervisor import Child, GaveUp, Program, Supervisor
 
 log = get_logger(__name__)
 
 
 def prepare(settings: Settings) -> None:
     """Migrate the database to the newest schema and make sure the bucket exists."""
-    from shared import migrate
+    from cli import migrate
     from shared.storage import Storage
 
     migrate.upgrade(settings.database_url)
@@ -108,7 +108,7 @@ def running_stack(settings: Settings) -> Settings:
 def up() -> None:
     """Start everything on this machine (Postgres, Redis, S3, API, a worker) until Ctrl-C.
 
-    Each process is supervised: one that dies is restarted (shared.supervisor); the stack
+    Each process is supervised: one that dies is restarted (cli.supervisor); the stack
     stops on Ctrl-C, on SIGTERM, or when a process keeps failing, saying which."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)

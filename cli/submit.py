@@ -10,8 +10,8 @@ import click
 import httpx
 from tqdm import tqdm
 
+from cli.stack import running_stack
 from shared.config import get_settings
-from shared.stack import running_stack
 
 
 class _Counting:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from shared.stack import api, keys, migrate, up, worker
-from shared.submit import submit
-from worker.models.cli import models
-from worker.process import process
+from cli.models import models
+from cli.process import process
+from cli.stack import api, keys, migrate, up, worker
+from cli.submit import submit
 
 
 @click.group()
