@@ -8,7 +8,9 @@ error of ours gets a 500 without a traceback in the body (the server log has it)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import (
@@ -112,89 +114,116 @@ class HeadGuard:
             await refusal(scope, receive, send)
 
 
+async def lumiere_error(request: Request, err: errors.LumiereError) -> JSONResponse:
+    """Our domain errors, at the status ``STATUS`` gives their class (else 500)."""
+    status = next((code for cls, code in STATUS.items() if isinstance(err, cls)), 500)
+    response = problem(status, type(err).__name__, str(err))
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(err, RateLimited):
+        response.headers["Retry-After"] = str(err.retry_after)
+    return response
+
+
+async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+    """A request FastAPI could not validate: 422, each issue listed."""
+    issues = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in err.errors()
+    ]
+    return problem(
+        422,
+        "Invalid request",
+        "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in issues),
+        errors=issues,
+    )
+
+
+async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own refusals (404, 405, a body that does not parse)."""
+    # Starlette's own (404, 405) say no more than their phrase; FastAPI's say what went
+    # wrong ("There was an error parsing the body"), which belongs in the detail.
+    title = HTTPStatus(err.status_code).phrase
+    detail = str(err.detail)
+    return problem(err.status_code, title, None if detail == title else detail)
+
+
+async def store_error(request: Request, err: BotoCoreError) -> JSONResponse:
+    """The object store down (503, retry) or failing (502)."""
+    if isinstance(err, STORE_DOWN):
+        log.warning("storage.unavailable", error=str(err)[:200])
+        return problem(503, "Service unavailable", "the object store is unreachable; retry")
+    log.error("storage.error", error=str(err)[:300])
+    return problem(502, "Bad gateway", "the object store could not handle the request")
+
+
+async def store_refused(request: Request, err: ClientError) -> JSONResponse:
+    """The object store refused the request: 502, with its error code."""
+    code = err.response.get("Error", {}).get("Code", "")
+    log.error("storage.refused", code=code)
+    return problem(502, "Bad gateway", f"the object store refused the request ({code})")
+
+
+async def pool_exhausted(request: Request, err: PoolTimeout) -> JSONResponse:
+    """No database connection free in time: 503, retry shortly."""
+    log.warning("database.busy", error=str(err)[:200])
+    return problem(503, "Service unavailable", "the database is busy; retry shortly")
+
+
+async def database_down(request: Request, err: OperationalError) -> JSONResponse:
+    """The database unreachable: 503, retry shortly."""
+    log.warning("database.unavailable", error=str(err.orig)[:200])
+    return problem(503, "Service unavailable", "the database is unreachable; retry shortly")
+
+
+async def unstorable_value(request: Request, err: DataError) -> JSONResponse:
+    """A value the database cannot store: 422."""
+    # A value the database refuses (a NUL byte, a number out of range) came from the
+    # request: validation should have refused it first, so this is logged to be fixed.
+    log.warning("database.refused_value", path=request.url.path, error=str(err.orig)[:200])
+    return problem(422, "InvalidInput", "a value in the request cannot be stored (a NUL byte?)")
+
+
+async def client_gone(request: Request, err: ClientDisconnect) -> JSONResponse:
+    """The client left mid-request: 499."""
+    # The client left before the end of its body (an abandoned upload, whose parts are
+    # already aborted): nothing is wrong here, and nobody reads this answer. 499 is
+    # nginx's "client closed request", so it is counted apart from real refusals.
+    log.info("request.abandoned", method=request.method, path=request.url.path)
+    return problem(499, "Client closed request")
+
+
+async def unexpected(request: Request, err: Exception) -> JSONResponse:
+    """Anything else: 500, without a traceback."""
+    # Starlette raises the error again once this answer is sent, and uvicorn logs it
+    # with its traceback; the client gets no traceback.
+    log.error(
+        "request.failed",
+        method=request.method,
+        path=request.url.path,
+        error=f"{type(err).__name__}: {err}"[:300],
+    )
+    return problem(500, "Internal server error", "an unexpected error on our side; it is logged")
+
+
+# Each error's handler: Starlette takes the one of the nearest class in the error's MRO;
+# ``Exception``'s goes in its ServerErrorMiddleware, for whatever none of the others take.
+Handler = Callable[[Request, Any], Awaitable[JSONResponse]]
+HANDLERS: dict[type[Exception], Handler] = {
+    errors.LumiereError: lumiere_error,
+    RequestValidationError: validation_error,
+    StarletteHTTPException: http_error,
+    BotoCoreError: store_error,
+    ClientError: store_refused,
+    PoolTimeout: pool_exhausted,
+    OperationalError: database_down,
+    DataError: unstorable_value,
+    ClientDisconnect: client_gone,
+    Exception: unexpected,
+}
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
-
-    @app.exception_handler(errors.LumiereError)
-    async def lumiere_error(request: Request, err: errors.LumiereError) -> JSONResponse:
-        status = next((code for cls, code in STATUS.items() if isinstance(err, cls)), 500)
-        response = problem(status, type(err).__name__, str(err))
-        if status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(err, RateLimited):
-            response.headers["Retry-After"] = str(err.retry_after)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        issues = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in err.errors()
-        ]
-        return problem(
-            422,
-            "Invalid request",
-            "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in issues),
-            errors=issues,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        # Starlette's own (404, 405) say no more than their phrase; FastAPI's say what went
-        # wrong ("There was an error parsing the body"), which belongs in the detail.
-        title = HTTPStatus(err.status_code).phrase
-        detail = str(err.detail)
-        return problem(err.status_code, title, None if detail == title else detail)
-
-    @app.exception_handler(BotoCoreError)
-    async def store_error(request: Request, err: BotoCoreError) -> JSONResponse:
-        if isinstance(err, STORE_DOWN):
-            log.warning("storage.unavailable", error=str(err)[:200])
-            return problem(503, "Service unavailable", "the object store is unreachable; retry")
-        log.error("storage.error", error=str(err)[:300])
-        return problem(502, "Bad gateway", "the object store could not handle the request")
-
-    @app.exception_handler(ClientError)
-    async def store_refused(request: Request, err: ClientError) -> JSONResponse:
-        code = err.response.get("Error", {}).get("Code", "")
-        log.error("storage.refused", code=code)
-        return problem(502, "Bad gateway", f"the object store refused the request ({code})")
-
-    @app.exception_handler(PoolTimeout)
-    async def pool_exhausted(request: Request, err: PoolTimeout) -> JSONResponse:
-        log.warning("database.busy", error=str(err)[:200])
-        return problem(503, "Service unavailable", "the database is busy; retry shortly")
-
-    @app.exception_handler(OperationalError)
-    async def database_down(request: Request, err: OperationalError) -> JSONResponse:
-        log.warning("database.unavailable", error=str(err.orig)[:200])
-        return problem(503, "Service unavailable", "the database is unreachable; retry shortly")
-
-    @app.exception_handler(DataError)
-    async def unstorable_value(request: Request, err: DataError) -> JSONResponse:
-        # A value the database refuses (a NUL byte, a number out of range) came from the
-        # request: validation should have refused it first, so this is logged to be fixed.
-        log.warning("database.refused_value", path=request.url.path, error=str(err.orig)[:200])
-        return problem(422, "InvalidInput", "a value in the request cannot be stored (a NUL byte?)")
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, err: ClientDisconnect) -> JSONResponse:
-        # The client left before the end of its body (an abandoned upload, whose parts are
-        # already aborted): nothing is wrong here, and nobody reads this answer. 499 is
-        # nginx's "client closed request", so it is counted apart from real refusals.
-        log.info("request.abandoned", method=request.method, path=request.url.path)
-        return problem(499, "Client closed request")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        # Starlette raises the error again once this answer is sent, and uvicorn logs it
-        # with its traceback; the client gets no traceback.
-        log.error(
-            "request.failed",
-            method=request.method,
-            path=request.url.path,
-            error=f"{type(err).__name__}: {err}"[:300],
-        )
-        return problem(
-            500, "Internal server error", "an unexpected error on our side; it is logged"
-        )
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)

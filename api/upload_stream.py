@@ -168,22 +168,13 @@ def _feed(parser: MultipartParser, data: bytes | None) -> None:
         raise InvalidInput(f"the multipart body is malformed: {err}") from None
 
 
-async def stream_form_to_s3(
-    request: Request, storage: Storage, keys: dict[str, str], part_size: int, max_bytes: int
-) -> StreamedForm:
-    """Parse ``request``'s multipart body; file fields named in ``keys`` go to those S3 keys.
+# What the parser reports, in order: ("begin", a part's headers), ("data", bytes), ("end", None).
+Event = tuple[str, Any]
 
-    On any error every started upload is aborted, so no half-written object is left behind.
-    """
-    content_type, params = parse_options_header(request.headers.get("content-type", ""))
-    boundary = params.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidInput("send the film as multipart/form-data (curl -F file=@film.mp4)")
 
-    fields: dict[str, str] = {}
-    files: dict[str, S3Part] = {}
-    # The parser is synchronous and pushes events; collect them, then act on them async.
-    events: list[tuple[str, Any]] = []
+def _event_parser(boundary: bytes, events: list[Event]) -> MultipartParser:
+    """A push parser that appends what it finds to ``events``: it is synchronous, so they
+    are acted on (async) after each write."""
     header: dict[str, bytes] = {"field": b"", "value": b""}
     headers: dict[bytes, bytes] = {}
 
@@ -207,7 +198,7 @@ async def stream_form_to_s3(
     def on_part_end() -> None:
         events.append(("end", None))
 
-    parser = MultipartParser(
+    return MultipartParser(
         boundary,
         {
             "on_header_field": on_header_field,
@@ -219,9 +210,87 @@ async def stream_form_to_s3(
         },
     )
 
+
+@dataclass
+class _FormReader:
+    """Acts on the parser's events: text fields are collected, file fields are streamed to
+    their S3 keys (``keys``: field name -> key), one part at a time."""
+
+    storage: Storage
+    keys: dict[str, str]
+    part_size: int
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, S3Part] = field(default_factory=dict)
+    # The part being received: its field name, and its upload (a file) or its text.
+    name: str = ""
     current: S3Part | None = None
-    name = ""
-    text = bytearray()
+    text: bytearray = field(default_factory=bytearray)
+
+    async def handle(self, kind: str, payload: Any) -> None:
+        """Act on one event."""
+        if kind == "begin":
+            await self.begin(payload)
+        elif kind == "data":
+            await self.data(payload)
+        elif kind == "end":
+            await self.end()
+
+    async def begin(self, headers: dict[bytes, bytes]) -> None:
+        """A part starts: a file field starts its upload; a text field starts empty."""
+        _, opts = parse_options_header(headers.get(b"content-disposition", b""))
+        self.name = name = _text(opts.get(b"name", b""), "a form field's name")
+        filename = opts.get(b"filename")
+        if filename is None:
+            self.current, self.text = None, bytearray()
+            return
+        if name not in self.keys:
+            raise InvalidInput(
+                f"unexpected file field {name!r}; send the film as 'file'"
+                + (" and a soundtrack as 'audio'" if "audio" in self.keys else "")
+            )
+        if name in self.files:
+            raise InvalidInput(f"file field {name!r} was sent twice")
+        shown = safe_filename(filename.decode(errors="replace"))
+        self.current = S3Part(self.storage, self.keys[name], self.part_size, shown)
+        self.files[name] = self.current
+        await self.current.start()
+
+    async def data(self, data: bytes) -> None:
+        """More of the part: to the store for a file, else to the field's text."""
+        if self.current is not None:
+            await self.current.write(data)
+            return
+        self.text += data
+        if len(self.text) > MAX_FIELD_BYTES:
+            raise InvalidInput(f"form field {self.name!r} is too long")
+
+    async def end(self) -> None:
+        """The part is over: a file's upload completes, a field's text is kept."""
+        if self.current is not None:
+            if self.current.size == 0:
+                raise InvalidInput(f"the uploaded {self.name!r} is empty")
+            await self.current.finish()
+            self.current = None
+            return
+        if self.name in self.fields:
+            raise InvalidInput(f"form field {self.name!r} was sent twice")
+        self.fields[self.name] = _text(bytes(self.text), f"form field {self.name!r}")
+
+
+async def stream_form_to_s3(
+    request: Request, storage: Storage, keys: dict[str, str], part_size: int, max_bytes: int
+) -> StreamedForm:
+    """Parse ``request``'s multipart body; file fields named in ``keys`` go to those S3 keys.
+
+    On any error every started upload is aborted, so no half-written object is left behind.
+    """
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise InvalidInput("send the film as multipart/form-data (curl -F file=@film.mp4)")
+    events: list[Event] = []
+    parser = _event_parser(boundary, events)
+    form = _FormReader(storage, keys, part_size)
     total = 0
     try:
         async for body in request.stream():
@@ -230,51 +299,12 @@ async def stream_form_to_s3(
                 raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
             _feed(parser, body)
             for kind, payload in events:
-                if kind == "begin":
-                    disposition = payload.get(b"content-disposition", b"")
-                    _, opts = parse_options_header(disposition)
-                    name = _text(opts.get(b"name", b""), "a form field's name")
-                    filename = opts.get(b"filename")
-                    if filename is not None:
-                        if name not in keys:
-                            raise InvalidInput(
-                                f"unexpected file field {name!r}; send the film as 'file'"
-                                + (" and a soundtrack as 'audio'" if "audio" in keys else "")
-                            )
-                        if name in files:
-                            raise InvalidInput(f"file field {name!r} was sent twice")
-                        current = S3Part(
-                            storage,
-                            keys[name],
-                            part_size,
-                            safe_filename(filename.decode(errors="replace")),
-                        )
-                        files[name] = current
-                        await current.start()
-                    else:
-                        current, text = None, bytearray()
-                elif kind == "data":
-                    if current is not None:
-                        await current.write(payload)
-                    else:
-                        text += payload
-                        if len(text) > MAX_FIELD_BYTES:
-                            raise InvalidInput(f"form field {name!r} is too long")
-                elif kind == "end":
-                    if current is not None:
-                        if current.size == 0:
-                            raise InvalidInput(f"the uploaded {name!r} is empty")
-                        await current.finish()
-                        current = None
-                    else:
-                        if name in fields:
-                            raise InvalidInput(f"form field {name!r} was sent twice")
-                        fields[name] = _text(bytes(text), f"form field {name!r}")
+                await form.handle(kind, payload)
             events.clear()
         _feed(parser, None)
-        if current is not None or (not files and not fields):
+        if form.current is not None or (not form.files and not form.fields):
             raise InvalidInput("the upload was cut off before its end; send it again")
     except BaseException:
-        await abort_all(files.values())
+        await abort_all(form.files.values())
         raise
-    return StreamedForm(fields, files)
+    return StreamedForm(form.fields, form.files)

@@ -10,6 +10,7 @@ import click
 import httpx
 from tqdm import tqdm
 
+from cli.options import SUBMIT_FIELDS, given, option_flags
 from cli.stack import running_stack
 from shared.config import get_settings
 
@@ -37,27 +38,7 @@ def _fail(response: httpx.Response) -> None:
 
 @click.command()
 @click.argument("film", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--scale", type=int, help="Upscale factor (default 2).")
-@click.option("--width", type=int, help="Output width.")
-@click.option("--height", type=int, help="Output height.")
-@click.option("--fps", help="Target frame rate: 60, 59.94, 30000/1001…")
-@click.option("--upscaler", help="faithful, detailed, lanczos, …")
-@click.option("--interpolator", help="motion, blend, repeat.")
-@click.option("--codec", type=click.Choice(["h264", "h265", "ffv1", "prores"]))
-@click.option("--crf", type=int, help="Quality for h264/h265 (lower is better).")
-@click.option("--container", type=click.Choice(["mp4", "mkv", "mov"]))
-@click.option(
-    "--audio",
-    "audio_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A soundtrack file (see --audio-mode).",
-)
-@click.option(
-    "--audio-mode",
-    type=click.Choice(["keep", "replace", "add", "none"]),
-    help="Default: keep, or replace when --audio is given.",
-)
-@click.option("--chunk-seconds", type=float, help="Chunk length.")
+@option_flags(SUBMIT_FIELDS)
 @click.option("--wait", is_flag=True, help="Follow the job to the end with a progress bar.")
 @click.option(
     "--output",
@@ -69,8 +50,6 @@ def _fail(response: httpx.Response) -> None:
 @click.option("--key", "api_key", help="API key (default LUMIERE_API_KEY).")
 def submit(
     film: Path,
-    audio_file: Path | None,
-    audio_mode: str | None,
     wait: bool,
     output: Path | None,
     api_url: str | None,
@@ -83,11 +62,9 @@ def submit(
     key = api_key or settings.api_key
     if not key:
         raise click.ClickException("no API key: pass --key or set LUMIERE_API_KEY")
-    fields = {k: str(v) for k, v in options.items() if v is not None}
-    if audio_file is not None:
-        fields["audio"] = audio_mode or "replace"
-    elif audio_mode:
-        fields["audio"] = audio_mode
+    chosen = given(options)
+    audio_file = Path(chosen.pop("audio_file")) if "audio_file" in chosen else None
+    fields = {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in chosen.items()}
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(60, read=600)) as api:
         size = film.stat().st_size + (audio_file.stat().st_size if audio_file else 0)

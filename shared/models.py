@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -141,6 +143,8 @@ class Job(Base):
     output_key: Mapped[str | None] = mapped_column(String(512))
     output_meta: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # False when the job failed because of its film or options: running it again cannot help.
+    retryable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     chunks_total: Mapped[int] = mapped_column(Integer, default=0)
     frames_total: Mapped[int] = mapped_column(BigInteger, default=0)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -6,171 +6,17 @@ Option names are the same as ``lumiere process`` flags, in forms, JSON and the C
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import InvalidInput
-from shared.options import parse_fps
-
-# Names the API accepts without importing torch; tests/unit/test_registries.py checks that
-# they match the worker's registries exactly.
-UPSCALERS = (
-    "lanczos",
-    "faithful",
-    "detailed",
-    "waifu2x-photo",
-    "waifu2x-anime",
-    "waifu2x-cunet",
-    "realcugan",
-    "realesrgan-x4plus",
-    "realesrgan-x4plus-anime",
-    "realesr-animevideov3",
-    "basicvsr",
-    "basicvsr-vimeo90k-bi",
-    "basicvsr-vimeo90k-bd",
-    "basicvsr-reds",
-)
-INTERPOLATORS = ("motion", "dain", "blend", "repeat")
-CODECS = ("h264", "h265", "ffv1", "prores")
-CONTAINERS = ("mp4", "mkv", "mov")
-
-MAX_WIDTH, MAX_HEIGHT = 7680, 4320
+from shared.options import JobOptions
 
 
 def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """A probe result as users may see it: without the worker's local file path (rows
     written before workers left it out still hold one)."""
     return {k: v for k, v in meta.items() if k != "path"}
-
-
-class JobOptions(BaseModel):
-    """How to restore a film; every field is optional and has a sensible default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scale: int | None = Field(
-        None, ge=1, le=8, description="Upscale factor (default 2 unless width/height given)."
-    )
-    width: int | None = Field(
-        None, ge=16, le=MAX_WIDTH, description="Output width (alone: the aspect is kept)."
-    )
-    height: int | None = Field(
-        None, ge=16, le=MAX_HEIGHT, description="Output height (alone: the aspect is kept)."
-    )
-    fps: str | None = Field(
-        None,
-        max_length=32,
-        description="Target frame rate: 60, 59.94, 30000/1001… (default: the source's).",
-        examples=["60"],
-    )
-    upscaler: str = Field("faithful", description=f"One of: {', '.join(UPSCALERS)}.")
-    interpolator: str = Field("motion", description=f"One of: {', '.join(INTERPOLATORS)}.")
-    fit: Literal["sar", "pad", "crop"] = Field(
-        "sar",
-        description="With width and height of another shape: keep the shape in the "
-        "sample aspect (sar), letterbox (pad), or fill and trim (crop).",
-    )
-    denoise: int | None = Field(
-        None, ge=-1, le=3, description="Upscaler denoise level, -1 (none) to 3 (strong)."
-    )
-    repeats: Literal["drop", "keep"] = Field(
-        "drop",
-        description="With fps: drop frames the transfer repeated on a cycle (a 16 fps film "
-        "at 24 fps) and interpolate from the unique ones at their original times (drop), "
-        "or keep every frame (keep).",
-    )
-    codec: Literal["h264", "h265", "ffv1", "prores"] = "h264"
-    container: Literal["mp4", "mkv", "mov"] | None = Field(
-        None, description="Output container (default: mp4, or mkv for ffv1)."
-    )
-    crf: int | None = Field(None, ge=0, le=51, description="Quality for h264/h265 (lower=better).")
-    audio: Literal["keep", "replace", "add", "none"] = Field(
-        "keep",
-        description="keep the source's tracks, replace them with / add an uploaded "
-        "soundtrack, or none.",
-    )
-    chunk_seconds: float | None = Field(None, ge=1, le=600, description="Chunk length.")
-    webhook_url: str | None = Field(
-        None, max_length=2048, description="Where to POST signed job events (http/https)."
-    )
-    webhook_events: str | None = Field(
-        None,
-        max_length=256,
-        description="Comma-separated: job.started, job.progress, "
-        "job.succeeded, job.failed, job.cancelled (default: all but job.progress).",
-    )
-    webhook_progress_step: float = Field(
-        0.1,
-        ge=0.01,
-        le=1,
-        description="job.progress is sent each time progress crosses a multiple of this.",
-    )
-
-    @field_validator("webhook_events")
-    @classmethod
-    def _events(cls, value: str | None) -> str | None:
-        from shared.webhooks import parse_events
-
-        if value is None or value == "":
-            return None
-        try:
-            return ",".join(parse_events(value))
-        except InvalidInput as err:
-            raise ValueError(str(err)) from None
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _webhook_scheme(cls, value: str | None) -> str | None:
-        if value and not value.lower().startswith(("http://", "https://")):
-            raise ValueError("webhook_url must be an http:// or https:// URL")
-        return value or None
-
-    @field_validator("fps", mode="before")
-    @classmethod
-    def _fps(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return None
-        try:
-            parse_fps(value)
-        except InvalidInput as err:
-            raise ValueError(str(err)) from None
-        return str(value).strip()
-
-    @field_validator("upscaler")
-    @classmethod
-    def _upscaler(cls, value: str) -> str:
-        if value not in UPSCALERS:
-            raise ValueError(f"unknown upscaler {value!r}; choose one of {', '.join(UPSCALERS)}")
-        return value
-
-    @field_validator("interpolator")
-    @classmethod
-    def _interpolator(cls, value: str) -> str:
-        if value not in INTERPOLATORS:
-            raise ValueError(
-                f"unknown interpolator {value!r}; choose one of {', '.join(INTERPOLATORS)}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _size(self) -> JobOptions:
-        if self.scale is not None and (self.width is not None or self.height is not None):
-            raise ValueError("give either scale or width/height, not both")
-        if self.crf is not None and self.codec not in ("h264", "h265"):
-            raise ValueError("crf applies to h264 and h265 only")
-        if self.codec == "prores" and self.container == "mp4":
-            raise ValueError("prores goes in mov or mkv, not mp4")
-        if self.scale is None and self.width is None and self.height is None:
-            self.scale = 2  # a restoration upscales unless told otherwise
-        return self
-
-    @property
-    def output_container(self) -> str:
-        """The container the result is written in."""
-        if self.container:
-            return self.container
-        return {"ffv1": "mkv", "prores": "mov"}.get(self.codec, "mp4")
 
 
 class JobCreate(JobOptions):
@@ -201,6 +47,10 @@ class JobPublic(BaseModel):
     )
     timings: dict[str, Any]
     error: str | None
+    retryable: bool = Field(
+        description="Whether retrying can help: false when the film or its options caused the "
+        "failure."
+    )
     options: dict[str, Any]
     input: dict[str, Any]
     output: dict[str, Any] | None

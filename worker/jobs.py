@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
@@ -36,6 +36,9 @@ from shared.schemas import public_meta
 from shared.storage import Storage, chunk_key, result_key
 from worker.cancel import Cancelled
 from worker.plan import ChunkPlan
+
+if TYPE_CHECKING:
+    from worker.pipeline import ChunkResult
 
 log = get_logger(__name__)
 
@@ -114,11 +117,15 @@ def resource_error(err: BaseException) -> str | None:
     return None
 
 
-def fail_job(job_id: str, reason: str) -> None:
-    """Mark a job failed with a reason users can act on."""
+def fail_job(job_id: str, reason: str, retryable: bool = True) -> None:
+    """Mark a job failed with a reason users can act on; ``retryable=False`` when the film or
+    its options caused it, so running it again cannot help."""
     event = None
     with session_scope() as session:
-        if move_job(session, job_id, ACTIVE, JobStatus.FAILED, error=reason[:2000]):
+        failed = move_job(
+            session, job_id, ACTIVE, JobStatus.FAILED, error=reason[:2000], retryable=retryable
+        )
+        if failed:
             log.warning("job.failed", job_id=job_id, reason=reason)
             event = notify(session, job_id, "job.failed")
     queue.enqueue_webhooks([event])
@@ -178,10 +185,9 @@ def write_chunks(job_id: str) -> bool:
     started = time.perf_counter()
     try:
         source = local_copy(Storage(), input_key, job_id, "input")
-        options.check()
         info = probe(source)
         resolve_target(info, options)
-        plans = plan_file(source, options.chunk_seconds)
+        plans = plan_file(source, options.chunk_length())
         cadence = sample_cadence(source, info)
         # Say whether the chunks will drop the repeats (they judge their own frames).
         cadence["repeats_dropped"] = bool(
@@ -190,7 +196,7 @@ def write_chunks(job_id: str) -> bool:
             and cadence["original_fps"] != round(float(info.fps), 3)
         )
     except InvalidInput as err:
-        fail_job(job_id, str(err))
+        fail_job(job_id, str(err), retryable=False)
         return False
     fps = options.target_fps()
     with session_scope() as session:
@@ -541,10 +547,35 @@ class CancelWatch(threading.Thread):
 
 def run_chunk(job_id: str, index: int) -> None:
     """Upscale, interpolate and encode one chunk, then upload it to its fixed key."""
-    from worker.media.encode import CHUNK_MUXER
-    from worker.pipeline import pick_device, process_chunk
-
     storage = Storage()
+    claimed = _start_chunk(job_id, index)
+    if claimed is None:
+        return
+    log.info("chunk.start", job_id=job_id, chunk=index)
+    done = _process_chunk(storage, job_id, index, *claimed)
+    if done is None:
+        return
+    result, key = done
+    with session_scope() as session:
+        move_chunk(
+            session,
+            job_id,
+            index,
+            [ChunkStatus.RUNNING],
+            ChunkStatus.DONE,
+            output_key=key,
+            frames_done=result.frames_out,
+            finished_at=utcnow(),
+            timings={k: round(v, 3) for k, v in result.seconds.items()},
+        )
+    log.info(
+        "chunk.done", job_id=job_id, chunk=index, frames=result.frames_out, seconds=result.seconds
+    )
+    maybe_join(job_id)
+
+
+def _start_chunk(job_id: str, index: int) -> tuple[ChunkPlan, Any, str] | None:
+    """Claim the chunk: its plan, options and input key; ``None`` when it is not ours to run."""
     with session_scope() as session:
         chunk = _claim_chunk(session, job_id, index)
         if chunk is None:
@@ -558,14 +589,56 @@ def run_chunk(job_id: str, index: int) -> None:
                     f"gave up after {attempts} attempts: the worker died "
                     "each time (out of memory? try a smaller scale or a bigger machine)",
                 )
-            return
+            return None
         job = session.get(Job, job_id)
         assert job is not None
-        plan = ChunkPlan.from_dict(chunk.plan)
-        options = pipeline_options(job, None)
-        input_key = job.input_key
-    bound = log.bind(job_id=job_id, chunk=index)
-    bound.info("chunk.start")
+        return ChunkPlan.from_dict(chunk.plan), pipeline_options(job, None), job.input_key
+
+
+def _process_chunk(
+    storage: Storage, job_id: str, index: int, plan: ChunkPlan, options: Any, input_key: str
+) -> tuple[ChunkResult, str] | None:
+    """Run the chunk under its lease, stopping on a cancel, and upload it: the result and
+    its key, or ``None`` when it ended otherwise (recorded). Errors a retry may cure give
+    the chunk back and are raised again."""
+    from worker.media.encode import CHUNK_MUXER
+    from worker.pipeline import pick_device, process_chunk
+
+    ext = CHUNK_MUXER[options.codec]
+    out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
+    lease = chunk_lease(job_id, index)
+    lease.start()
+    watch = CancelWatch(job_id, index)
+    watch.start()
+    try:
+        source = local_copy(storage, input_key, job_id, "input")
+        result = process_chunk(
+            source,
+            plan,
+            options,
+            out,
+            on_progress=_progress_recorder(job_id, index),
+            should_stop=watch.cancelled.is_set,
+            device=pick_device(get_settings().device),
+        )
+        key = chunk_key(job_id, index, ext)
+        storage.upload_file(out, key)
+    except Exception as err:
+        if not _settle(job_id, index, err, watch.reason):
+            # Unexpected or transient: give the chunk back so the task's retry can claim it.
+            release_chunk(job_id, index)
+            raise
+        return None
+    finally:
+        watch.stop()
+        lease.stop()
+        shutil.rmtree(out.parent, ignore_errors=True)
+    return result, key
+
+
+def _progress_recorder(job_id: str, index: int) -> Callable[[int], None]:
+    """A chunk's progress callback: every PROGRESS_EVERY_S at most, record the frames done
+    (a heartbeat too) and send the job's progress webhook when it crosses a step."""
     last = [0.0]
 
     def on_progress(frames: int) -> None:
@@ -582,64 +655,27 @@ def run_chunk(job_id: str, index: int) -> None:
             event = announce_progress(session, job_id)
         queue.enqueue_webhooks([event])
 
-    ext = CHUNK_MUXER[options.codec]
-    out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
-    lease = chunk_lease(job_id, index)
-    lease.start()
-    watch = CancelWatch(job_id, index)
-    watch.start()
-    try:
-        source = local_copy(storage, input_key, job_id, "input")
-        result = process_chunk(
-            source,
-            plan,
-            options,
-            out,
-            on_progress=on_progress,
-            should_stop=watch.cancelled.is_set,
-            device=pick_device(get_settings().device),
-        )
-        key = chunk_key(job_id, index, ext)
-        storage.upload_file(out, key)
-    except Cancelled:
-        bound.info("chunk.cancelled", reason=watch.reason)
+    return on_progress
+
+
+def _settle(job_id: str, index: int, err: Exception, cancel_reason: str) -> bool:
+    """Record how a chunk's try ended in ``err``: cancelled (pending again), or failed with
+    a reason the user can act on. False when neither: the error is unexpected or transient."""
+    if isinstance(err, Cancelled):
+        log.info("chunk.cancelled", job_id=job_id, chunk=index, reason=cancel_reason)
         with session_scope() as session:
             move_chunk(
                 session, job_id, index, [ChunkStatus.RUNNING], ChunkStatus.PENDING, frames_done=0
             )
-        return
-    except LumiereError as err:
-        fail_chunk(job_id, index, str(err))
-        return
-    except (OSError, MemoryError, RuntimeError) as err:
-        reason = resource_error(err)
-        if reason is None:
-            release_chunk(job_id, index)
-            raise
-        fail_chunk(job_id, index, reason)
-        return
-    except Exception:
-        # Unexpected or transient: give the chunk back so the task's retry can claim it.
-        release_chunk(job_id, index)
-        raise
-    finally:
-        watch.stop()
-        lease.stop()
-        shutil.rmtree(out.parent, ignore_errors=True)
-    with session_scope() as session:
-        move_chunk(
-            session,
-            job_id,
-            index,
-            [ChunkStatus.RUNNING],
-            ChunkStatus.DONE,
-            output_key=key,
-            frames_done=result.frames_out,
-            finished_at=utcnow(),
-            timings={k: round(v, 3) for k, v in result.seconds.items()},
-        )
-    bound.info("chunk.done", frames=result.frames_out, seconds=result.seconds)
-    maybe_join(job_id)
+        return True
+    if isinstance(err, LumiereError):
+        fail_chunk(job_id, index, str(err), retryable=not isinstance(err, InvalidInput))
+        return True
+    reason = resource_error(err) if isinstance(err, OSError | MemoryError | RuntimeError) else None
+    if reason is None:
+        return False
+    fail_chunk(job_id, index, reason)
+    return True
 
 
 def announce_progress(session: Session, job_id: str) -> str | None:
@@ -664,7 +700,7 @@ def announce_progress(session: Session, job_id: str) -> str | None:
     return notify(session, job_id, "job.progress", progress=level) if won else None
 
 
-def fail_chunk(job_id: str, index: int, reason: str) -> None:
+def fail_chunk(job_id: str, index: int, reason: str, retryable: bool = True) -> None:
     """Mark a chunk failed, and its job with it (retry re-runs only the failed chunks)."""
     log.warning("chunk.failed", job_id=job_id, chunk=index, error=reason)
     with session_scope() as session:
@@ -676,7 +712,7 @@ def fail_chunk(job_id: str, index: int, reason: str) -> None:
             ChunkStatus.FAILED,
             error=reason[:2000],
         )
-    fail_job(job_id, f"chunk {index}: {reason}")
+    fail_job(job_id, f"chunk {index}: {reason}", retryable)
 
 
 def release_chunk(job_id: str, index: int) -> None:
@@ -741,7 +777,7 @@ def join_job(job_id: str) -> None:
 def build_result(job_id: str) -> dict[str, Any] | None:
     """Join the chunks into the result and upload it; the job's final fields, or ``None`` when
     the job failed (with a reason) instead."""
-    from worker.media.probe import probe
+    from worker.media.probe import probe, reductions
     from worker.pipeline import join_chunks
 
     storage = Storage()
@@ -770,10 +806,13 @@ def build_result(job_id: str) -> dict[str, Any] | None:
         join_chunks(source, plans, files, out, options)
         key = result_key(job_id, ext)
         storage.upload_file(out, key)
-        meta = public_meta(jsonable(probe(out)))
+        result = probe(out)
+        meta = public_meta(jsonable(result))
+        # What the result keeps less of than the film (bit depth, colour, lossless sound).
+        meta["reductions"] = reductions(probe(source), result)
         previews = upload_previews(storage, job_id, source, out, float(meta["duration"]) / 2)
     except LumiereError as err:
-        fail_job(job_id, f"joining: {err}")
+        fail_job(job_id, f"joining: {err}", retryable=not isinstance(err, InvalidInput))
         return None
     except (OSError, MemoryError, RuntimeError) as err:
         reason = resource_error(err)

@@ -15,22 +15,24 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from shared.errors import InvalidInput, ProcessingError, UnsupportedMedia
 from shared.logs import get_logger
+from shared.options import MAX_HEIGHT, MAX_WIDTH
+from shared.options import Options as Options  # what the pipeline runs, one model
 from worker.cancel import ShouldStop, check, never
 from worker.media.colors import LEFT, coding_for, planar_format
 from worker.media.decode import SourceFrame, decode_range
 from worker.media.encode import (
     CHUNK_MUXER,
-    ENCODERS,
     VideoSpec,
     VideoWriter,
     container_for,
@@ -47,17 +49,14 @@ from worker.media.probe import (
     scan_frames,
 )
 from worker.plan import ChunkPlan, plan_chunks
-from worker.retime import first_output_time, output_count, parse_fps, slots
+from worker.retime import Slot, first_output_time, output_count, slots
 from worker.stages.cadence import detect_cadence, thumbnail
-from worker.stages.interpolate import INTERPOLATORS, get_interpolator
-from worker.stages.upscale import UPSCALERS, Upscaler, get_upscaler
+from worker.stages.interpolate import Interpolator, TimedFrame, get_interpolator
+from worker.stages.upscale import Upscaler, get_upscaler
 from worker.stages.video_sr import VideoUpscaler
 
 log = get_logger(__name__)
 
-AUDIO_MODES = ("keep", "replace", "add", "none")
-FITS = ("sar", "pad", "crop")
-REPEAT_MODES = ("drop", "keep")
 # Frames decoded either side of a chunk to judge its edge frames' repeats and cadence: a
 # cadence is accepted only over three of its periods, and 24 fps shown at 25 repeats one
 # frame in 25, so a second and a half (worker.stages.cadence).
@@ -65,93 +64,10 @@ CADENCE_CONTEXT_S = Fraction(3, 2)
 # Frames decoded either side for interpolators that look at neighbours: half a second
 # holds the nearest frame at any film rate.
 NEIGHBOUR_CONTEXT_S = Fraction(1, 2)
-MAX_OUTPUT_SIDE = 8192
+MAX_OUTPUT_SIDE = max(MAX_WIDTH, MAX_HEIGHT)
 
 # Called with the number of output frames done so far; raising cancels the work.
 ProgressCallback = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class Options:
-    """What to do to a film; plain values so a task can carry it as JSON."""
-
-    scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    # A target rate such as "60", "59.94" or "30000/1001"; None keeps the source's timing.
-    fps: str | None = None
-    upscaler: str = "faithful"
-    interpolator: str = "motion"
-    # Denoise level for upscalers that have one (-1 none … 3 strong; old film is grainy).
-    denoise: int | None = None
-    # A --width/--height of another shape: "sar" fills the frame and keeps the picture's
-    # shape in the sample aspect ratio (anamorphic); "pad" letterboxes; "crop" fills and trims.
-    fit: str = "sar"
-    # With a target rate: "drop" frames a transfer repeated on a cycle (16 fps film shown at
-    # 24) and interpolate from the unique ones at their original times; "keep" them all.
-    repeats: str = "drop"
-    codec: str = "h264"
-    crf: int | None = None
-    preset: str = "medium"
-    # mp4, mkv or mov; None takes it from the output file's suffix.
-    container: str | None = None
-    # keep the source's audio, replace it with audio_file's, add audio_file's, or none.
-    audio: str = "keep"
-    audio_file: str | None = None
-    chunk_seconds: float = 10.0
-    # Frames upscaled together: more is faster on a GPU, and costs memory.
-    batch: int = 4
-
-    def target_fps(self) -> Fraction | None:
-        """The output frame rate, or None to keep the source's frame times."""
-        return None if self.fps is None else parse_fps(self.fps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (same as ``dataclasses.asdict``)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Options:
-        """Rebuild options from ``to_dict``'s output."""
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-    def check(self) -> None:
-        """Refuse contradictory or out-of-range options with a message saying which.
-
-        The soundtrack file an ``audio`` mode needs is checked where the sound is muxed
-        (``require_soundtrack``): planning and chunks run without it."""
-        if self.scale is not None and (self.width is not None or self.height is not None):
-            raise InvalidInput("give either a scale or a width/height, not both")
-        if self.scale is not None and not 0.1 <= self.scale <= 16:
-            raise InvalidInput(f"scale {self.scale} is out of range (0.1 to 16)")
-        for side in (self.width, self.height):
-            if side is not None and not 16 <= side <= MAX_OUTPUT_SIDE:
-                raise InvalidInput(f"output size {side} is out of range (16 to {MAX_OUTPUT_SIDE})")
-        self.target_fps()
-        if self.upscaler not in UPSCALERS:
-            raise InvalidInput(
-                f"unknown upscaler {self.upscaler!r}; choose one of {sorted(UPSCALERS)}"
-            )
-        if self.interpolator not in INTERPOLATORS:
-            raise InvalidInput(
-                f"unknown interpolator {self.interpolator!r}; choose one of {sorted(INTERPOLATORS)}"
-            )
-        if self.codec not in ENCODERS:
-            raise InvalidInput(f"unknown codec {self.codec!r}; choose one of {sorted(ENCODERS)}")
-        if self.crf is not None and not 0 <= self.crf <= 51:
-            raise InvalidInput(f"crf {self.crf} is out of range (0 to 51)")
-        if self.fit not in FITS:
-            raise InvalidInput(f"unknown fit {self.fit!r}; choose one of {FITS}")
-        if self.repeats not in REPEAT_MODES:
-            raise InvalidInput(
-                f"unknown repeats mode {self.repeats!r}; choose one of {REPEAT_MODES}"
-            )
-        if self.audio not in AUDIO_MODES:
-            raise InvalidInput(f"unknown audio mode {self.audio!r}; choose one of {AUDIO_MODES}")
-        if self.chunk_seconds < 1:
-            raise InvalidInput(f"chunks must be at least 1 s long, got {self.chunk_seconds}")
-        if self.batch < 1:
-            raise InvalidInput("the upscaler batch must hold at least one frame")
 
 
 @dataclass(frozen=True)
@@ -326,22 +242,6 @@ def original_times(
     return first, last, dict(times[max(begin - context, 0) : end + 1 + context])
 
 
-@dataclass
-class _Frame:
-    """A source frame on its way through the stages."""
-
-    index: int
-    time: Fraction
-    src: torch.Tensor
-    out: torch.Tensor
-
-
-def evenly_spaced(a: _Frame, b: _Frame, c: _Frame) -> bool:
-    """Whether three frames are evenly spaced in time (within 10%), as motion over four
-    frames assumes; a variable frame rate or a dropped frame is not."""
-    return abs((c.time - b.time) - (b.time - a.time)) <= (b.time - a.time) / 10
-
-
 def nearest_outside(frames: Iterator[Any], start: int, stop: int) -> Iterator[Any]:
     """Decoded frames from ``start`` to ``stop`` (pts) and the one frame either side."""
     before = None
@@ -441,24 +341,197 @@ def upscaled_in_windows(
         started = time.perf_counter()
 
 
-def process_chunk(
+@dataclass(frozen=True)
+class SourceSpan:
+    """The source frames a chunk reads (pts, inclusive) and where it places them in time."""
+
+    plan: ChunkPlan
+    first_pts: int
+    last_pts: int
+    # With repeats dropped: each unique frame's pts and its time on the original clock.
+    true_time: dict[int, Fraction] | None = None
+    # Whether the one frame either side of the chunk is kept, for motion over four frames.
+    neighbours: bool = False
+
+    def keep(self, frames: Iterator[Any]) -> Iterator[Any]:
+        """The decoded frames the chunk's output needs (anything with a ``pts``)."""
+        if self.true_time is not None:
+            # Repeats are dropped before upscaling: fewer frames to upscale, too.
+            return (f for f in frames if f.pts in self.true_time)
+        if self.neighbours:
+            return nearest_outside(frames, self.plan.start_pts, self.plan.stop_pts)
+        return frames
+
+    def time_of(self, pts: int) -> Fraction:
+        """A kept frame's time in the film (seconds from the film's first frame)."""
+        if self.true_time is not None:
+            return self.true_time[pts]
+        tb = self.plan.time_base
+        return pts * tb - self.plan.film_start_pts * tb
+
+
+def source_span(
+    source: str | Path, info: MediaInfo, plan: ChunkPlan, *, drop_repeats: bool, neighbours: bool
+) -> SourceSpan:
+    """The chunk's frames, and for an interpolator that looks at neighbours a margin either
+    side; with ``drop_repeats``, the unique frames of a cadence when the chunk has one."""
+    # Motion over four frames needs one more frame either side of the chunk: decode it from
+    # the margin, so a chunked run sees what an unchunked one does.
+    margin = context_ticks(info, plan.time_base, NEIGHBOUR_CONTEXT_S) if neighbours else 0
+    first_pts = max(plan.start_pts - margin, plan.film_start_pts)
+    last_pts = plan.stop_pts if plan.last else plan.stop_pts + margin
+    if drop_repeats:
+        found = original_times(source, info, plan, context=int(neighbours))
+        if found is not None:
+            return SourceSpan(plan, *found, neighbours=neighbours)
+    return SourceSpan(plan, first_pts, last_pts, neighbours=neighbours)
+
+
+def upscaled_frames(
     source: str | Path,
+    info: MediaInfo,
+    span: SourceSpan,
+    upscaler: Upscaler,
+    size: tuple[int, int],
+    batch: int,
+    device: torch.device,
+    clock: Clock,
+) -> Iterator[tuple[SourceFrame, torch.Tensor]]:
+    """The span's kept frames with their upscaled pictures: a video upscaler reads windows
+    of frames placed in the film, a frame upscaler takes the kept frames ``batch`` at a time."""
+    if isinstance(upscaler, VideoUpscaler) and size != info.upright_size[::-1]:
+        pts = (span.first_pts, span.last_pts)
+        return upscaled_in_windows(source, info, upscaler, size, pts, span.keep, device, clock)
+    decoded = span.keep(decode_range(source, info, span.first_pts, span.last_pts, device))
+    return upscaled_in_batches(decoded, upscaler, size, batch, clock)
+
+
+def timed_frames(
+    pairs: Iterator[tuple[SourceFrame, torch.Tensor]],
+    span: SourceSpan,
+    should_stop: ShouldStop,
+    result: ChunkResult,
+) -> Iterator[TimedFrame]:
+    """The upscaled frames placed in film time, counted in ``result``; ``should_stop`` is
+    asked before each."""
+    for index, (frame, out) in enumerate(pairs):
+        check(should_stop)
+        result.frames_in += 1
+        yield TimedFrame(index, span.time_of(frame.pts), frame.image, out)
+
+
+# A pair of neighbouring frames (left, right) with the frames either side: (before, left,
+# right, after), None past the chunk's frames.
+Neighbourhood = tuple[TimedFrame | None, TimedFrame, TimedFrame | None, TimedFrame | None]
+
+
+def neighbourhoods(frames: Iterable[TimedFrame]) -> Iterator[Neighbourhood]:
+    """Each frame as the left of a pair, in order; the last frame comes alone (no right).
+
+    A pair comes once the frame after it is known: motion over four frames looks at it."""
+    seen: list[TimedFrame] = []
+    for current in frames:
+        seen = [*seen[-3:], current]
+        if len(seen) >= 3:
+            yield (seen[-4] if len(seen) == 4 else None), seen[-3], seen[-2], current
+    if len(seen) >= 2:
+        yield (seen[-3] if len(seen) >= 3 else None), seen[-2], seen[-1], None
+    if seen:
+        yield None, seen[-1], None, None
+
+
+def in_between(
+    interpolator: Interpolator | None,
+    should_stop: ShouldStop,
+    clock: Clock,
+    around: Neighbourhood,
+    times: Sequence[float],
+) -> list[torch.Tensor]:
+    """The interpolated frames at ``times`` (0 < t < 1) of ``around``'s pair; none after
+    the last frame, or without an interpolator."""
+    before, left, right, after = around
+    if not times or right is None or interpolator is None:
+        return []
+    check(should_stop)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        made = interpolator.between(left, right, times, before, after)
+    clock["interpolate"] += time.perf_counter() - started
+    return made
+
+
+class OutputFrame(NamedTuple):
+    """A frame to encode, with its pts and duration in the output's time base."""
+
+    image: torch.Tensor
+    pts: int
+    duration: int
+
+
+def placed(
+    places: Sequence[Slot],
+    left: TimedFrame,
+    right: TimedFrame | None,
+    made: Sequence[torch.Tensor],
     plan: ChunkPlan,
-    options: Options,
-    output: str | Path,
-    *,
-    on_progress: ProgressCallback | None = None,
-    should_stop: ShouldStop = never,
-    device: torch.device | None = None,
-    info: MediaInfo | None = None,
-) -> ChunkResult:
-    """Decode the chunk's source frames, upscale, interpolate and encode them to ``output``."""
-    options.check()
-    info = info or probe(source)
-    device = device or pick_device()
-    target = resolve_target(info, options)
-    output = Path(output)
-    result = ChunkResult(index=plan.index, path=str(output))
+    target: Target,
+) -> list[OutputFrame]:
+    """The output frames at ``places``: ``left``'s picture where a place falls on it (t=0),
+    else the next interpolated one."""
+    origin = chunk_offset(plan, target.fps)
+    # At a target rate a frame lasts one tick; else until the next source frame.
+    shown = (right.time if right else plan.stop) - left.time
+    duration = int(1 if target.fps else shown / target.time_base)
+    pending = iter(made)
+    frames = []
+    for place in places:
+        image = left.out if place.t == 0 else next(pending)
+        ticks = (place.time - origin) / target.time_base
+        if ticks.denominator != 1:
+            raise ProcessingError(f"output time {place.time} is off the time base")
+        frames.append(OutputFrame(image, int(ticks), duration))
+    return frames
+
+
+Interpolate = Callable[[Neighbourhood, Sequence[float]], list[torch.Tensor]]
+
+
+def retimed(
+    frames: Iterator[TimedFrame], plan: ChunkPlan, target: Target, interpolate: Interpolate
+) -> Iterator[list[OutputFrame]]:
+    """Per source frame, the output frames from its time up to the next source frame's (or
+    the chunk's end): the frame itself where an output time falls on it, in-betweens else."""
+    for around in neighbourhoods(frames):
+        _, left, right, _ = around
+        if right is None and not plan.last and left.time < plan.stop:
+            log.warning("chunk_ends_early", chunk=plan.index, at=float(left.time))
+        places = slots(left.time, right.time if right else None, plan.start, plan.stop, target.fps)
+        made = interpolate(around, [float(s.t) for s in places if s.t > 0])
+        yield placed(places, left, right, made, plan, target)
+
+
+def write_outputs(
+    outputs: Iterator[list[OutputFrame]],
+    writer: VideoWriter,
+    result: ChunkResult,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Encode the output frames, counted in ``result``; progress is reported after each
+    source frame's share."""
+    for frames in outputs:
+        started = time.perf_counter()
+        for frame in frames:
+            writer.write(frame.image, frame.pts, frame.duration)
+            result.frames_out += 1
+        result.seconds["encode"] += time.perf_counter() - started
+        if frames and on_progress is not None:
+            on_progress(result.frames_out)
+
+
+def chunk_upscaler(
+    options: Options, info: MediaInfo, device: torch.device, should_stop: ShouldStop
+) -> Upscaler:
+    """The upscaler the options name, for the source's bit depth, stopping when asked."""
     extra: dict[str, object] = {
         "bit_depth": info.bit_depth,
         "fit": "stretch" if options.fit == "sar" else options.fit,
@@ -466,17 +539,12 @@ def process_chunk(
     }
     if options.denoise is not None:
         extra["denoise"] = options.denoise
-    upscaler = get_upscaler(options.upscaler, device, torch.float32, **extra)
-    interpolator = (
-        get_interpolator(options.interpolator, device, should_stop=should_stop)
-        if target.fps
-        else None
-    )
-    tb = plan.time_base
-    film_start = plan.film_start_pts * tb
-    lo, hi = plan.start, plan.stop
-    origin = chunk_offset(plan, target.fps)
-    spec = VideoSpec(
+    return get_upscaler(options.upscaler, device, torch.float32, **extra)
+
+
+def video_spec(options: Options, target: Target) -> VideoSpec:
+    """What a chunk file is encoded as."""
+    return VideoSpec(
         codec=options.codec,
         width=target.width,
         height=target.height,
@@ -488,120 +556,50 @@ def process_chunk(
         color=target.color,
         sar=target.sar,
     )
-    size = (target.height, target.width)
-    clock = result.seconds
 
-    # Motion over four frames needs one more frame either side of the chunk: decode it from
-    # the margin, so a chunked run sees what an unchunked one does.
+
+def process_chunk(
+    source: str | Path,
+    plan: ChunkPlan,
+    options: Options,
+    output: str | Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    should_stop: ShouldStop = never,
+    device: torch.device | None = None,
+    info: MediaInfo | None = None,
+) -> ChunkResult:
+    """Decode the chunk's source frames, upscale, interpolate and encode them to ``output``.
+
+    A flat pipeline that the writer pulls a frame at a time: the span's source frames,
+    upscaled, placed in time, retimed (interpolated between), written."""
+    info = info or probe(source)
+    device = device or pick_device()
+    target = resolve_target(info, options)
+    output = Path(output)
+    result = ChunkResult(index=plan.index, path=str(output))
+    upscaler = chunk_upscaler(options, info, device, should_stop)
+    interpolator = (
+        get_interpolator(options.interpolator, device, should_stop=should_stop)
+        if target.fps
+        else None
+    )
     neighbours = interpolator is not None and interpolator.uses_neighbours
-    margin = context_ticks(info, tb, NEIGHBOUR_CONTEXT_S) if neighbours else 0
-    first_pts = max(plan.start_pts - margin, plan.film_start_pts)
-    last_pts = plan.stop_pts if plan.last else plan.stop_pts + margin
-    true_time = None
-    if target.fps and options.repeats == "drop":
-        found = original_times(source, info, plan, context=int(neighbours))
-        if found is not None:
-            first_pts, last_pts, true_time = found
-
-    def keep(frames: Iterator[Any]) -> Iterator[Any]:
-        """The decoded frames the chunk's output needs (anything with a ``pts``)."""
-        if true_time is not None:
-            # Repeats are dropped before upscaling: fewer frames to upscale, too.
-            return (f for f in frames if f.pts in true_time)
-        if neighbours:
-            return nearest_outside(frames, plan.start_pts, plan.stop_pts)
-        return frames
-
-    def frames() -> Iterator[_Frame]:
-        """Decoded and upscaled frames, in order."""
-        if isinstance(upscaler, VideoUpscaler) and size != info.upright_size[::-1]:
-            span = (first_pts, last_pts)
-            pairs = upscaled_in_windows(source, info, upscaler, size, span, keep, device, clock)
-        else:
-            decoded = keep(decode_range(source, info, first_pts, last_pts, device))
-            pairs = upscaled_in_batches(decoded, upscaler, size, options.batch, clock)
-        for count, (f, out) in enumerate(pairs):
-            check(should_stop)
-            result.frames_in += 1
-            at = true_time[f.pts] if true_time is not None else f.pts * tb - film_start
-            yield _Frame(count, at, f.image, out)
-
+    drop = bool(target.fps) and options.repeats == "drop"
+    span = source_span(source, info, plan, drop_repeats=drop, neighbours=neighbours)
+    size, clock = (target.height, target.width), result.seconds
+    upscaled = upscaled_frames(source, info, span, upscaler, size, options.batch, device, clock)
+    frames = timed_frames(upscaled, span, should_stop, result)
+    outputs = retimed(frames, plan, target, partial(in_between, interpolator, should_stop, clock))
     part = output.with_name(output.name + ".part")
     try:
-        with VideoWriter(part, spec, CHUNK_MUXER[options.codec]) as writer:
-            prepared: dict[int, Any] = {}
-
-            def pair(left: _Frame, right: _Frame) -> Any:
-                """The interpolator's estimate for a pair (flow), made once per pair."""
-                if left.index not in prepared:
-                    assert interpolator is not None
-                    prepared[left.index] = interpolator.prepare(left.src, right.src)
-                return prepared[left.index]
-
-            def emit(
-                left: _Frame,
-                right: _Frame | None,
-                before: _Frame | None = None,
-                after: _Frame | None = None,
-            ) -> None:
-                """Write the output frames that fall between two neighbouring source frames."""
-                places = slots(left.time, right.time if right else None, lo, hi, target.fps)
-                between = [s.t for s in places if s.t > 0]
-                made: list[torch.Tensor] = []
-                if between and right is not None and interpolator is not None:
-                    check(should_stop)
-                    started = time.perf_counter()
-                    context: dict[str, Any] = {}
-                    with torch.inference_mode():
-                        if neighbours:
-                            context["pair"] = pair(left, right)
-                            if before is not None and evenly_spaced(before, left, right):
-                                context["before"] = pair(before, left)
-                            if after is not None and evenly_spaced(left, right, after):
-                                context["after"] = pair(right, after)
-                        made = interpolator(
-                            left.src,
-                            right.src,
-                            left.out,
-                            right.out,
-                            [float(t) for t in between],
-                            **context,
-                        )
-                    clock["interpolate"] += time.perf_counter() - started
-                started = time.perf_counter()
-                pending = iter(made)
-                for place in places:
-                    image = left.out if place.t == 0 else next(pending)
-                    ticks = (place.time - origin) / target.time_base
-                    if ticks.denominator != 1:
-                        raise ProcessingError(f"output time {place.time} is off the time base")
-                    # At a target rate a frame lasts one tick; else until the next source frame.
-                    shown = (right.time if right else hi) - left.time
-                    duration = 1 if target.fps else shown / target.time_base
-                    writer.write(image, int(ticks), int(duration))
-                    result.frames_out += 1
-                clock["encode"] += time.perf_counter() - started
-                if places and on_progress is not None:
-                    on_progress(result.frames_out)
-
-            # A pair is written once the frame after it is known (its "after" neighbour).
-            seen: list[_Frame] = []
-            for current in frames():
-                seen = [*seen[-3:], current]
-                if len(seen) >= 3:
-                    emit(seen[-3], seen[-2], seen[-4] if len(seen) == 4 else None, current)
-                for index in [i for i in prepared if i < seen[0].index]:
-                    del prepared[index]
-            if not seen:
+        with VideoWriter(part, video_spec(options, target), CHUNK_MUXER[options.codec]) as writer:
+            write_outputs(outputs, writer, result, on_progress)
+            if not result.frames_in:
                 raise UnsupportedMedia(
                     f"{Path(source).name}: no frames decoded for chunk {plan.index} "
                     f"(from {float(plan.start):.2f} s); the file is truncated or corrupt"
                 )
-            if len(seen) >= 2:
-                emit(seen[-2], seen[-1], seen[-3] if len(seen) >= 3 else None)
-            if not plan.last and seen[-1].time < hi:
-                log.warning("chunk_ends_early", chunk=plan.index, at=float(seen[-1].time))
-            emit(seen[-1], None)
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
@@ -618,7 +616,6 @@ def join_chunks(
     info: MediaInfo | None = None,
 ) -> Path:
     """Concatenate chunk files (no re-encoding) and mux the audio the options ask for."""
-    options.check()
     require_soundtrack(options)
     if len(plans) != len(chunk_files) or not plans:
         raise ProcessingError(f"{len(chunk_files)} chunk files for {len(plans)} chunks")
@@ -693,7 +690,6 @@ def process_file(
 ) -> FileResult:
     """Process a whole film: plan, run every chunk, join; chunk files go in a temporary folder."""
     started = time.perf_counter()
-    options.check()
     output = Path(output)
     container_for(output, options.container, options.codec)
     require_soundtrack(options)
@@ -704,7 +700,7 @@ def process_file(
         # Upscaling weaves the two fields together; deinterlacing is a later stage.
         log.warning("interlaced_source", field_order=info.field_order)
     resolve_target(info, options)
-    plans = plan_file(source, options.chunk_seconds, info)
+    plans = plan_file(source, options.chunk_length(), info)
     fps = options.target_fps()
     if on_plan is not None:
         on_plan(plans, expected_frames(plans, fps))

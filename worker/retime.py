@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from shared.options import parse_fps as parse_fps  # the timeline's rates are options'
-
 
 @dataclass(frozen=True)
 class Slot:

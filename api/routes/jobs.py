@@ -45,7 +45,7 @@ _CREATE_DOC: dict[str, Any] = {
         "required": True,
         "content": {
             "multipart/form-data": {"schema": _FORM_SCHEMA},
-            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "application/json": {"schema": JobCreate.model_json_schema()},
         },
     }
 }

@@ -162,6 +162,7 @@ def to_public(job: Job, counts: tuple[int, int], standing: Standing, base_url: s
         queue_position=standing.position,
         timings=job.timings or {},
         error=job.error,
+        retryable=job.retryable and job.status != JobStatus.SUCCEEDED,
         options=job.options,
         input={
             "filename": job.input_filename,
@@ -251,9 +252,15 @@ def cancel_job(session: Session, key: ApiKey, job_id: str) -> Job:
 def retry_job(session: Session, key: ApiKey, job_id: str) -> Job:
     """Run a failed or cancelled job again, keeping every chunk that is already done."""
     job = get_job(session, key, job_id)
-    retryable = (JobStatus.FAILED, JobStatus.CANCELLED)
     if not move_job(
-        session, job.id, retryable, JobStatus.QUEUED, stage="queued", error=None, finished_at=None
+        session,
+        job.id,
+        (JobStatus.FAILED, JobStatus.CANCELLED),
+        JobStatus.QUEUED,
+        stage="queued",
+        error=None,
+        finished_at=None,
+        retryable=True,
     ):
         raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs retry")
     session.execute(

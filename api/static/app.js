@@ -65,7 +65,8 @@ $("#upload-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = new FormData();
   for (const [name, value] of new FormData(event.target)) {
-    if (name !== "file" && value !== "") form.append(name, value);
+    if (name === "file" || value === "" || (value instanceof File && !value.name)) continue;
+    form.append(name, value);
   }
   form.append("file", $("#file").files[0]);  // options first: the server validates as it streams
   const bar = $("#upload-progress");
@@ -95,9 +96,18 @@ $("#upload-form").addEventListener("submit", (event) => {
   request.send(form);
 });
 
+// What each stage means to someone waiting for a film.
+const STAGES = {
+  queued: "waiting for a worker",
+  planning: "reading the film",
+  processing: "restoring",
+  joining: "joining the chunks and the sound",
+  done: "done",
+};
+
 function describe(job) {
-  const parts = [job.stage];
-  if (job.chunks_total) parts.push(`chunk ${job.chunks_done}/${job.chunks_total}`);
+  const parts = [STAGES[job.stage] || job.stage];
+  if (job.chunks_total && job.stage === "processing") parts.push(`${job.chunks_done} of ${job.chunks_total} chunks done`);
   if (job.frames_total) parts.push(`frames ${job.frames_done}/${job.frames_total}`);
   parts.push(`${Math.round(job.progress * 100)} %`);
   if (job.queue_position != null) parts.push(`queued: ${ordinal(job.queue_position)} in line`);
@@ -119,10 +129,21 @@ function duration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
+// The options a job was given, in a line: "×2 · faithful · motion · 60 fps · h264 · sound: keep".
+function summary(job) {
+  const o = job.options;
+  const size = o.width || o.height ? `${o.width || "auto"}×${o.height || "auto"}` : `×${o.scale}`;
+  const parts = [size, o.upscaler, o.fps ? `${o.interpolator} · ${o.fps} fps` : "source timing"];
+  parts.push(o.codec, `sound: ${o.audio}`, `id ${job.id.slice(0, 8)}`);
+  return parts.join(" · ");
+}
+
 function render(job, node) {
   node.dataset.id = job.id;
   node.dataset.status = job.status;
   $(".name", node).textContent = job.input.filename || job.id;
+  $(".when", node).textContent = new Date(job.created_at).toLocaleString();
+  $(".options", node).textContent = summary(job);
   $(".status", node).textContent = job.status;
   $(".fill", node).style.width = `${Math.round(job.progress * 100)}%`;
   $(".detail", node).textContent = describe(job);
@@ -130,14 +151,14 @@ function render(job, node) {
   $(".error", node).textContent = job.error || "";
   $(".download", node).hidden = job.status !== "succeeded";
   $(".cancel", node).hidden = FINAL.has(job.status);
-  $(".retry", node).hidden = !(job.status === "failed" || job.status === "cancelled");
+  $(".retry", node).hidden = !(job.retryable && (job.status === "failed" || job.status === "cancelled"));
   if (job.has_preview && !stillsLoaded.has(job.id)) {
     stillsLoaded.add(job.id);
     Promise.all(["before", "after"].map((which) =>
       api(`/v1/jobs/${job.id}/preview/${which}?redirect=false`))).then(([before, after]) => {
       $(".before", node).src = before.url;
       $(".after", node).src = after.url;
-      $(".stills", node).hidden = false;
+      $(".compare", node).hidden = false;
     }).catch(() => stillsLoaded.delete(job.id));
   }
 }
@@ -151,6 +172,23 @@ function act(job, action) {
   const path = action === "delete" ? `/v1/jobs/${job}` : `/v1/jobs/${job}/${action}`;
   return api(path, { method }).then(refresh);
 }
+
+// The before/after wipe: the restored frame shows right of the handle, the source left.
+$("#jobs").addEventListener("input", (event) => {
+  if (!event.target.classList.contains("wipe")) return;
+  const frames = $(".frames", event.target.closest(".compare"));
+  frames.style.setProperty("--wipe", `${event.target.value}%`);
+});
+
+// Click the picture to look closer where you clicked (×3), click again to see it whole.
+$("#jobs").addEventListener("click", (event) => {
+  const frames = event.target.closest(".frames");
+  if (!frames) return;
+  const box = frames.getBoundingClientRect();
+  frames.style.setProperty("--zx", `${((event.clientX - box.left) / box.width) * 100}%`);
+  frames.style.setProperty("--zy", `${((event.clientY - box.top) / box.height) * 100}%`);
+  frames.classList.toggle("zoomed");
+});
 
 $("#jobs").addEventListener("click", (event) => {
   const button = event.target.closest("button");

@@ -1,4 +1,5 @@
-"""Jobs count the tries of planning and joining that died, as chunks count theirs
+"""Jobs count the tries of planning and joining that died, as chunks count theirs, and say
+whether a failure can be retried
 
 Revision ID: 0002
 Revises: 0001
@@ -18,7 +19,12 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column(
+        "jobs",
+        sa.Column("retryable", sa.Boolean(), nullable=False, server_default=sa.text("true")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("jobs", "retryable")
     op.drop_column("jobs", "attempts")

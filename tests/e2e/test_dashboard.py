@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from shared.config import Settings
 from tests.clips import make_clip
@@ -57,17 +59,23 @@ def test_upload_watch_progress_and_download(
 
     job = page.locator(".job").first
     expect(job.locator(".name")).to_have_text("arrival.mp4")
+    # Each card says what it is: the date, and the options with the job's id.
+    expect(job.locator(".options")).to_contain_text("×2 · lanczos · blend · 30 fps · h264")
+    expect(job.locator(".options")).to_contain_text("id ")
+    expect(job.locator(".when")).not_to_be_empty()
     widths = set()
     for _ in range(600):
         widths.add(job.locator(".fill").evaluate("e => e.style.width"))
         if job.locator(".status").inner_text() in ("succeeded", "failed"):
             break
+        # No empty before/after box while the job works.
+        assert not job.locator(".compare").is_visible()
         page.wait_for_timeout(200)
     expect(job.locator(".status")).to_have_text("succeeded")
     expect(job.locator(".fill")).to_have_attribute("style", "width: 100%;")
     expect(job.locator(".detail")).to_contain_text("100 %")
     # The before/after stills load from presigned URLs.
-    expect(job.locator(".stills")).to_be_visible(timeout=10_000)
+    expect(job.locator(".compare")).to_be_visible(timeout=10_000)
     for which in (".before", ".after"):
         page.wait_for_function(
             "s => document.querySelector(s).naturalWidth > 0", arg=f".job {which}"
@@ -75,6 +83,7 @@ def test_upload_watch_progress_and_download(
     after_width = job.locator(".after").evaluate("e => e.naturalWidth")
     before_width = job.locator(".before").evaluate("e => e.naturalWidth")
     assert (before_width, after_width) == (64, 128)
+    _check_the_wipe(page, job)
 
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
@@ -95,6 +104,41 @@ def test_upload_watch_progress_and_download(
     assert overflow <= 390
     page.screenshot(path=str(OUTPUT / "dashboard-phone.png"), full_page=True)
     page.close()
+
+
+def _drag_wipe(page: Page, job: Locator, fraction: float) -> np.ndarray:
+    """Drag the wipe's handle to ``fraction`` of its width; the frames as they look then."""
+    job.locator(".wipe").scroll_into_view_if_needed()
+    box = job.locator(".wipe").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * fraction, y, steps=8)
+    page.mouse.up()
+    shot = job.locator(".frames").screenshot()
+    return cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR).astype(int)
+
+
+def _check_the_wipe(page: Page, job: Locator) -> None:
+    """The wipe shows the source left of its handle and the restored frame right of it."""
+    before = _drag_wipe(page, job, 1.0)  # all the way right: the source only
+    after = _drag_wipe(page, job, 0.0)  # all the way left: the restored frame only
+    half = _drag_wipe(page, job, 0.5)
+    middle = half.shape[1] // 2
+    margin = 4  # the handle lands within a few pixels of the middle
+    # Left of the handle the source, right of it the restored frame (the clip's edge is
+    # drawn with a pixel or two of anti-aliasing, hence the small tolerance).
+    left = np.abs(half[:, : middle - margin] - before[:, : middle - margin]).mean()
+    right = np.abs(half[:, middle + margin :] - after[:, middle + margin :]).mean()
+    apart = np.abs(before - after).mean()
+    assert apart > 0.5, "the source and the restored still look the same"
+    assert left < apart / 20 and right < apart / 20, (left, right, apart)
+    # A click zooms in on the picture, another zooms out.
+    job.locator(".frames").click()
+    expect(job.locator(".frames")).to_have_class("frames zoomed")
+    job.locator(".frames").click()
+    expect(job.locator(".frames")).to_have_class("frames")
 
 
 def test_a_wrong_key_is_refused_in_the_page(browser: Browser, api_url: str) -> None:

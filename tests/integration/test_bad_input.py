@@ -138,6 +138,7 @@ def test_a_file_that_is_not_a_film_fails_its_job_with_a_reason(
     assert job["status"] == "failed", job
     _assert_readable_reason(job, needle)
     assert job["result_url"] is None
+    assert job["retryable"] is False  # the dashboard offers no Retry: it cannot help
 
 
 def _corrupt_middle(path: Path, seconds: float = 1) -> bytes:

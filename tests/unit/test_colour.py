@@ -86,7 +86,7 @@ def test_pass_through_keeps_every_plane(tmp_path: Path, case: str) -> None:
     write_clip(source, pix_fmt, width, height, tags)
     _, stored = decoded_planes(source)
     out = tmp_path / "out.mkv"
-    process_file(source, out, Options(codec="ffv1", upscaler="lanczos", chunk_seconds=1))
+    process_file(source, out, Options(scale=1, codec="ffv1", upscaler="lanczos", chunk_seconds=1))
     out_fmt, frames = decoded_planes(out)
     assert out_fmt == pix_fmt.replace("yuvj", "yuv")
     assert len(frames) == len(stored)
@@ -133,7 +133,7 @@ def test_output_keeps_the_source_range_tag(tmp_path: Path) -> None:
     source = tmp_path / "in.mkv"
     write_clip(source, "yuvj420p", 64, 48, None)
     out = tmp_path / "out.mkv"
-    process_file(source, out, Options(codec="ffv1", upscaler="lanczos", chunk_seconds=1))
+    process_file(source, out, Options(scale=1, codec="ffv1", upscaler="lanczos", chunk_seconds=1))
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))
     assert int(frame.color_range) == 2  # full range, as the JPEG-format source was

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.clips import Clip, make_clip
-from worker.media.probe import probe, scan_frames
+from worker.media.probe import probe, reductions, scan_frames
+from worker.pipeline import Options, process_file
 
 CASES: dict[str, dict[str, Any]] = {
     "h264.mp4": dict(codec="libx264", audio="aac"),
@@ -91,3 +92,17 @@ def test_rotation_aspect_colour_and_interlacing_are_reported(tmp_path: Path) -> 
     assert (info.color.primaries, info.color.transfer, info.color.matrix) == (5, 6, 5)
     assert info.color.range == 1
     assert info.interlaced and info.field_order in ("tt", "bb")
+
+
+def test_a_result_says_what_it_keeps_less_of(tmp_path: Path) -> None:
+    source = make_clip(
+        tmp_path / "master.mov", codec="prores_ks", bit_depth=10, seconds=0.5, audio="pcm_s24le"
+    ).path
+    fast = {"scale": 1, "upscaler": "lanczos", "interpolator": "blend", "preset": "ultrafast"}
+    web = tmp_path / "web.mp4"
+    process_file(source, web, Options(**fast, codec="h264"))
+    said = reductions(probe(source), probe(web))
+    assert [s.split(" (")[0] for s in said] == ["bit depth 10 → 8", "chroma 4:2:2 → 4:2:0"]
+    archive = tmp_path / "archive.mkv"
+    process_file(source, archive, Options(**fast, codec="ffv1"))
+    assert reductions(probe(source), probe(archive)) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.schemas import INTERPOLATORS, UPSCALERS, JobOptions
+from shared.options import INTERPOLATORS, UPSCALERS, JobOptions
 from worker.pipeline import Options
 from worker.stages.interpolate import INTERPOLATORS as WORKER_INTERPOLATORS
 from worker.stages.upscale import UPSCALERS as WORKER_UPSCALERS
@@ -20,4 +20,4 @@ def test_service_and_command_line_share_defaults_and_option_names() -> None:
     assert (api.upscaler, api.interpolator) == ("faithful", "motion")
     # Every job option (but the webhook ones) reaches the pipeline under the same name.
     job_only = {"webhook_url", "webhook_events", "webhook_progress_step"}
-    assert set(JobOptions.model_fields) - job_only <= set(Options.__dataclass_fields__)
+    assert set(JobOptions.model_fields) - job_only <= set(Options.model_fields)

@@ -13,7 +13,13 @@ from worker.pipeline import Options, original_times, plan_file, process_file
 
 # A 16 fps film transferred at 24 fps (2:1 pulldown), raised to 48 fps, in two chunks.
 FILM = {"width": 160, "height": 64, "fps": 24, "seconds": 1.5, "shot_fps": 16}
-STAGES = {"upscaler": "lanczos", "interpolator": "blend", "fps": "48", "chunk_seconds": 1.0}
+STAGES = {
+    "scale": 1,
+    "upscaler": "lanczos",
+    "interpolator": "blend",
+    "fps": "48",
+    "chunk_seconds": 1.0,
+}
 
 
 def square_x(frame: np.ndarray) -> float:

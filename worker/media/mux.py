@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.errors import ProcessingError, UnsupportedMedia
 from worker.media.encode import MUXERS
-from worker.media.probe import ColorTags, ffmpeg_reason, open_input
+from worker.media.probe import ColorTags, ffmpeg_reason, is_lossless_audio, open_input
 
 # Audio codecs each container takes as they are; anything else becomes AAC.
 COPYABLE_AUDIO = {
@@ -58,15 +58,8 @@ COPYABLE_AUDIO = {
         "pcm_f32le",
     },
 }
-# Codecs that store every sample exactly: such sound is never re-encoded to a lossy codec.
-LOSSLESS_AUDIO = {"flac", "alac", "truehd", "mlp", "wavpack", "tta", "ape"}
 # The lossless codec each container takes, for lossless sound it cannot take as it is.
 LOSSLESS_TARGET = {"mp4": "flac", "mkv": "flac", "mov": "alac"}
-
-
-def is_lossless_audio(codec: str) -> bool:
-    """Whether sound in ``codec`` holds its samples exactly (PCM and the lossless codecs)."""
-    return codec.startswith("pcm_") or codec in LOSSLESS_AUDIO
 
 
 def audio_target(codec: str, container: str) -> str | None:

@@ -322,3 +322,44 @@ def ffmpeg_reason(err: Exception) -> str:
     """FFmpeg's error text without the errno and the file name."""
     text = getattr(err, "strerror", None) or str(err)
     return text.strip().rstrip(".").lower() or type(err).__name__
+
+
+# Codecs that store every sample exactly: such sound is never re-encoded to a lossy codec.
+LOSSLESS_AUDIO = {"flac", "alac", "truehd", "mlp", "wavpack", "tta", "ape"}
+# Chroma layouts, from the most colour kept to the least.
+CHROMA_RANK = {"4:4:4": 3, "4:2:2": 2, "4:2:0": 1, "4:1:1": 0, "none": -1}
+
+
+def is_lossless_audio(codec: str) -> bool:
+    """Whether sound in ``codec`` holds its samples exactly (PCM and the lossless codecs)."""
+    return codec.startswith("pcm_") or codec in LOSSLESS_AUDIO
+
+
+def chroma(pix_fmt: str) -> str:
+    """A pixel format's chroma layout: 4:2:0, 4:2:2, 4:4:4 (RGB is full), none for grey."""
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    if len(fmt.components) < 3:
+        return "none"  # grey: no colour to keep
+    if not pix_fmt.startswith("yuv"):
+        return "4:4:4"
+    shrink = (fmt.width // fmt.components[1].width, fmt.height // fmt.components[1].height)
+    return {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0", (4, 1): "4:1:1"}[shrink]
+
+
+def reductions(source: MediaInfo, result: MediaInfo) -> list[str]:
+    """What the result keeps less of than the source — bit depth, colour detail, lossless
+    sound — measured on both files and said in words a user can act on."""
+    found = []
+    if result.bit_depth < source.bit_depth:
+        found.append(
+            f"bit depth {source.bit_depth} → {result.bit_depth} ({result.codec}; codec ffv1, "
+            "prores or h265 keep 10 bits)"
+        )
+    before, after = chroma(source.pix_fmt), chroma(result.pix_fmt)
+    if CHROMA_RANK[after] < CHROMA_RANK[before]:
+        found.append(f"chroma {before} → {after} ({result.codec}; codec ffv1 or prores keep it)")
+    kept = [a.codec for a in result.audio]
+    lossless = [a.codec for a in source.audio if is_lossless_audio(a.codec)]
+    if lossless and kept and not any(is_lossless_audio(c) for c in kept):
+        found.append(f"sound {lossless[0]} → {kept[0]} (lossy)")
+    return found

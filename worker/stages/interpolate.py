@@ -6,12 +6,15 @@ An interpolator sees a pair of neighbouring source frames twice: at source resol
 ``motion`` (alias ``dain``) estimates flow once per pair and warps once per time, so a
 24 -> 60 fps conversion costs one flow per source pair however many times fall in it.
 It asks ``should_stop`` before each time (a 4K time took 0.6 s on two CPU cores).
+The pipeline hands ``between`` each pair in order, with the frames either side; an
+interpolator that estimates per pair keeps those estimates itself, while they are needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 import torch
@@ -30,16 +33,48 @@ from worker.stages.splat import (
 )
 
 
+# eq=False: frames are told apart by identity (a tensor has no single truth value).
+@dataclass(frozen=True, eq=False)
+class TimedFrame:
+    """A source frame on its way through the stages: its place among the chunk's frames
+    (0, 1, 2, …), its time in the film (seconds), its picture at source resolution and
+    upscaled."""
+
+    index: int
+    time: Fraction
+    src: torch.Tensor
+    out: torch.Tensor
+
+
+def evenly_spaced(a: TimedFrame, b: TimedFrame, c: TimedFrame) -> bool:
+    """Whether three frames are evenly spaced in time (within 10%), as motion over four
+    frames assumes; a variable frame rate or a dropped frame is not."""
+    return abs((c.time - b.time) - (b.time - a.time)) <= (b.time - a.time) / 10
+
+
 class Interpolator(Protocol):
     """Makes in-between frames of one pair of neighbouring frames.
 
-    Interpolators that ``uses_neighbours`` model motion over four frames: the caller
-    ``prepare``s each pair once and passes the pairs either side as ``before`` and ``after``
-    (None at a film's ends, or where the frames are not evenly spaced in time).
+    Interpolators that ``uses_neighbours`` model motion over four frames: ``between`` is
+    given the frames either side of the pair too (None at a film's ends), and the caller
+    decodes one frame more either side of a chunk for them. ``prepare`` and ``__call__``
+    are the parts, for a caller that keeps the per-pair estimates itself.
     """
 
     name: str
     uses_neighbours: bool
+
+    def between(
+        self,
+        left: TimedFrame,
+        right: TimedFrame,
+        times: Sequence[float],
+        before: TimedFrame | None = None,
+        after: TimedFrame | None = None,
+    ) -> list[torch.Tensor]:
+        """Frames (1, 3, H, W) at each ``t`` in ``times`` from ``left`` (t=0) to ``right``;
+        pairs come in the film's order."""
+        ...
 
     def prepare(self, src0: torch.Tensor, src1: torch.Tensor) -> Any:
         """What the interpolator estimates once per pair of source frames."""
@@ -65,9 +100,21 @@ class _Classical:
     """Baselines look at the pair alone."""
 
     uses_neighbours = False
+    __call__: Callable[..., list[torch.Tensor]]
 
     def prepare(self, src0: torch.Tensor, src1: torch.Tensor) -> None:
         return None
+
+    def between(
+        self,
+        left: TimedFrame,
+        right: TimedFrame,
+        times: Sequence[float],
+        before: TimedFrame | None = None,
+        after: TimedFrame | None = None,
+    ) -> list[torch.Tensor]:
+        """Frames at ``times`` from ``left`` to ``right``, from the pair alone."""
+        return self(left.src, right.src, left.out, right.out, times)
 
 
 class BlendInterpolator(_Classical):
@@ -154,6 +201,38 @@ class MotionInterpolator:
         self.max_curve = max_curve
         self.should_stop = should_stop
         self._last_input: tuple[torch.Tensor, torch.Tensor] | None = None
+        # The pairs ``between`` prepared, by their first frame's index (with that frame, so
+        # another film's frame of the same index is not taken for it).
+        self._pairs: dict[int, tuple[torch.Tensor, PairFlow]] = {}
+
+    def between(
+        self,
+        left: TimedFrame,
+        right: TimedFrame,
+        times: Sequence[float],
+        before: TimedFrame | None = None,
+        after: TimedFrame | None = None,
+    ) -> list[torch.Tensor]:
+        """Frames at ``times`` from ``left`` to ``right``; the pairs either side bend the
+        motion where the four frames are evenly spaced in time."""
+        # Pairs come in order: one that starts before ``before`` is not asked for again.
+        for index in [i for i in self._pairs if i < left.index - 1]:
+            del self._pairs[index]
+        context = {"pair": self._pair(left, right)}
+        if before is not None and evenly_spaced(before, left, right):
+            context["before"] = self._pair(before, left)
+        if after is not None and evenly_spaced(left, right, after):
+            context["after"] = self._pair(right, after)
+        return self(left.src, right.src, left.out, right.out, times, **context)
+
+    def _pair(self, first: TimedFrame, second: TimedFrame) -> PairFlow:
+        """``prepare`` once per pair: each pair serves three times, as the pair and as the
+        neighbour of the pairs either side."""
+        kept = self._pairs.get(first.index)
+        if kept is None or kept[0] is not first.src:
+            kept = (first.src, self.prepare(first.src, second.src))
+            self._pairs[first.index] = kept
+        return kept[1]
 
     def prepare(self, src0: torch.Tensor, src1: torch.Tensor) -> PairFlow:
         """Flow both ways between two source frames, each pixel's error, and whether a cut."""
