@@ -4,7 +4,7 @@ Chunks are served first come, first served across all jobs, so a job waits for t
 unfinished chunks of every active job whose chunks were sent before its own (in the order of
 their rows, which are written just before they are sent; jobs not planned yet come last).
 Work is counted in worker-seconds: the frames a job has still to make, times its seconds per
-frame — measured on its own chunks (finished ones, else the one running), else on the chunks
+frame — the median over its own finished chunks (else the one running), else over the chunks
 any job finished in the last hour — shared among the chunks running now. Where nothing has
 been measured yet there is no ETA: `None` is honest, a guess is not.
 """
@@ -57,6 +57,17 @@ def _epoch(interval: Any) -> Any:
     return func.extract("epoch", interval)
 
 
+def _per_frame() -> Any:
+    """A finished chunk's seconds per frame (SQL)."""
+    return _epoch(Chunk.finished_at - Chunk.started_at) / func.nullif(Chunk.frames_done, 0)
+
+
+def _median(value: Any) -> Any:
+    """The median of ``value`` over the group: a worker's first chunk, slowed by loading its
+    networks, does not set the pace once a few chunks are done."""
+    return func.percentile_cont(0.5).within_group(value)
+
+
 def active_work(session: Session) -> list[Work]:
     """Every active job's chunk work, in the order the queue serves it."""
     done = Chunk.status == ChunkStatus.DONE
@@ -68,8 +79,7 @@ def active_work(session: Session) -> list[Work]:
             Job.stage,
             func.coalesce(func.sum(Chunk.frames_done), 0),
             func.count(Chunk.id).filter(running),
-            func.sum(case((done, Chunk.frames_done))),
-            func.sum(case((done, _epoch(Chunk.finished_at - Chunk.started_at)))),
+            _median(case((done, _per_frame()))),
             func.sum(case((running, Chunk.frames_done))),
             func.sum(case((running, _epoch(utcnow() - Chunk.started_at)))),
         )
@@ -80,15 +90,15 @@ def active_work(session: Session) -> list[Work]:
         .order_by(func.min(Chunk.id).asc().nulls_last(), Job.created_at, Job.id)
     ).all()
     found = []
-    for job_id, total, stage, made, n_running, d_frames, d_secs, r_frames, r_secs in rows:
+    for job_id, total, stage, made, n_running, d_rate, r_frames, r_secs in rows:
         planned = bool(total) and stage not in ("queued", "planning")
         found.append(
             Work(
                 job_id,
                 max(0, int(total) - int(made)) if planned else None,
                 int(n_running),
-                bool(n_running or d_frames or made),
-                _rate(d_frames, d_secs) or _rate(r_frames, r_secs),
+                bool(n_running or d_rate is not None or made),
+                _positive(d_rate) or _rate(r_frames, r_secs),
             )
         )
     return found
@@ -101,14 +111,18 @@ def _rate(frames: object, seconds: object) -> float | None:
     return max(0.0, float(str(seconds))) / float(str(frames))
 
 
+def _positive(rate: object) -> float | None:
+    return float(str(rate)) if rate is not None and float(str(rate)) > 0 else None
+
+
 def recent_seconds_per_frame(session: Session) -> float | None:
-    """Seconds per frame of the chunks any job finished in the last hour."""
-    frames, seconds = session.execute(
-        select(
-            func.sum(Chunk.frames_done), func.sum(_epoch(Chunk.finished_at - Chunk.started_at))
-        ).where(Chunk.status == ChunkStatus.DONE, Chunk.finished_at > utcnow() - RECENT)
-    ).one()
-    return _rate(frames, seconds)
+    """Median seconds per frame of the chunks any job finished in the last hour."""
+    rate = session.scalar(
+        select(_median(_per_frame())).where(
+            Chunk.status == ChunkStatus.DONE, Chunk.finished_at > utcnow() - RECENT
+        )
+    )
+    return _positive(rate)
 
 
 def standings(session: Session, jobs: list[Job]) -> dict[str, Standing]:

@@ -172,23 +172,33 @@ def test_up_joins_a_short_job_at_once_behind_long_ones_and_says_where_it_stands(
             assert response.status_code == 201, response.text
             return str(response.json()["id"])
 
+        def sent(job_id: str) -> str:
+            """Wait until a job's chunks are all in the queue (two plans at once would
+            interleave their chunks there), so the line's order is known."""
+            wait_job(up.client, job_id, ("running",), timeout=60)
+            for _ in range(300):
+                if up.client.get(f"/v1/jobs/{job_id}").json()["stage"] != "planning":
+                    return job_id
+                time.sleep(0.1)
+            raise TimeoutError(f"job {job_id} is still planning")
+
         first, second, short = (
-            submit(p) for p in (long_clip.path, long_clip.path, short_clip.path)
+            sent(submit(p)) for p in (long_clip.path, long_clip.path, short_clip.path)
         )
-        # Once a chunk of the first job is measured, every job knows its place and its ETA.
+        # Once chunks of the first job are measured, every job knows its place and its ETA.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             jobs = {i: up.client.get(f"/v1/jobs/{i}").json() for i in (first, second, short)}
-            if jobs[first]["chunks_done"] and jobs[short]["eta_seconds"] is not None:
+            # Three chunks done: the median pace no longer counts the first, which loads
+            # the stages.
+            if jobs[first]["chunks_done"] >= 3 and jobs[short]["eta_seconds"] is not None:
                 break
             time.sleep(0.2)
         asked = time.monotonic()
         assert jobs[first]["queue_position"] is None, jobs[first]
-        # The two others wait in line (in the order their plans finished), the later one
-        # with the later ETA.
-        line = sorted((second, short), key=lambda i: jobs[i]["queue_position"])
-        assert [jobs[i]["queue_position"] for i in line] == [1, 2], jobs
-        etas = [jobs[i]["eta_seconds"] for i in (first, *line)]
+        # The two others wait in line, the later one with the later ETA.
+        assert (jobs[second]["queue_position"], jobs[short]["queue_position"]) == (1, 2), jobs
+        etas = [jobs[i]["eta_seconds"] for i in (first, second, short)]
         assert etas == sorted(etas), etas
         done = wait_job(up.client, short, timeout=180)
         took = time.monotonic() - asked
