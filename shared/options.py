@@ -33,8 +33,6 @@ UPSCALERS = (
     "basicvsr-reds",
 )
 INTERPOLATORS = ("motion", "dain", "blend", "repeat")
-CODECS = ("h264", "h265", "ffv1", "prores")
-CONTAINERS = ("mp4", "mkv", "mov")
 
 MAX_WIDTH, MAX_HEIGHT = 7680, 4320
 ENCODER_PRESETS = (

@@ -13,13 +13,6 @@ from pathlib import Path
 import torch
 
 
-def resolve_device(setting: str = "auto") -> torch.device:
-    """``auto`` means the first CUDA GPU when there is one, else the CPU."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
 def compute_dtype(device: torch.device) -> torch.dtype:
     """The autocast dtype that measured fastest without visible loss on ``device``."""
     if device.type == "cuda":

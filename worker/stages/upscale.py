@@ -389,7 +389,6 @@ UPSCALERS: dict[str, UpscalerFactory] = {
     # The two modes users pick from; see FAITHFUL_MODEL / DETAILED_MODEL for why.
     **{mode: partial(_network_factory, model) for mode, model in MODES.items()},
 }
-DEFAULT_UPSCALER = "faithful"
 
 
 def check_models(models_dir: Path, upscalers: Iterable[str] = tuple(MODES)) -> None:
