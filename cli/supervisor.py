@@ -9,6 +9,7 @@ dies again at once — stops the stack, saying which and why: retrying for ever 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -111,6 +112,16 @@ class Supervisor:
                 log.warning("child.stop_failed", child=child.name, error=str(err)[:300])
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: be sent SIGTERM if `lumiere up` itself dies (even by
+    SIGKILL), so no server outlives the stack that started it (Linux's PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class Program:
     """A child started from a command line, in a process group of its own, so that stopping
@@ -130,6 +141,7 @@ class Program:
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             if out:
@@ -142,7 +154,8 @@ class Program:
         if self.proc is None:
             return
         if self.alive():
-            self._signal(signal.SIGTERM)
+            # The main process only: a Celery worker shuts its own pool down in order.
+            self.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
         self._signal(signal.SIGKILL)  # whatever is left of the group

@@ -75,6 +75,8 @@ def test_up_serves_health_with_every_dependency_and_stops_cleanly() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         shutil.rmtree(data, ignore_errors=True)
 
 
