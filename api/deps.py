@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Annotated, ParamSpec, TypeVar
 
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from shared.config import Settings, get_settings
 from shared.db import session_factory
 from shared.errors import LumiereError
-from shared.health import redis_client
 from shared.keys import authenticate
 from shared.logs import get_logger
 from shared.models import ApiKey
@@ -39,6 +44,48 @@ async def get_db() -> AsyncIterator[Session]:
         session.close()
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# Database work gets a few threads of its own: its calls are short, and more threads would
+# only take turns at the interpreter lock (anyio's 40 stay for slow calls: the store).
+DB_THREADS = 8
+_DB_LIMITER: RunVar[CapacityLimiter] = RunVar("lumiere_db_threads")
+
+
+async def in_db_thread(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``work(*args)`` in one of this event loop's ``DB_THREADS`` database threads."""
+    try:
+        limiter = _DB_LIMITER.get()
+    except LookupError:
+        limiter = CapacityLimiter(DB_THREADS)
+        _DB_LIMITER.set(limiter)
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
+
+
+async def read_in_thread(
+    session: Session, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Read-only ``work(*args)`` in a worker thread, its connection given back there too
+    (no round trip on the event loop at the request's end). Each statement commits itself:
+    a poll is its queries alone, without BEGIN and ROLLBACK around them."""
+
+    def run() -> T:
+        try:
+            _autocommit(session)
+            return work(*args, **kwargs)
+        finally:
+            session.close()
+
+    return await in_db_thread(run)
+
+
+def _autocommit(session: Session) -> None:
+    """Start ``session`` on a connection without transactions (reset when given back)."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def get_storage() -> Storage:
     """The object store."""
     return Storage()
@@ -55,8 +102,23 @@ class RateLimited(LumiereError):
         self.retry_after = retry_after
 
 
-def check_rate(key_id: str, settings: Settings) -> None:
-    """Count the request in this minute's window (in Redis); refuse past the key's limit."""
+_RATE_CLIENTS: dict[tuple[str, asyncio.AbstractEventLoop], Redis] = {}
+
+
+def _rate_client(url: str) -> Redis:
+    """One Redis client (and its pool of connections) per URL and event loop, kept: a new
+    one per request would open a connection per request."""
+    loop = asyncio.get_running_loop()
+    client = _RATE_CLIENTS.get((url, loop))
+    if client is None:
+        client = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        _RATE_CLIENTS[(url, loop)] = client
+    return client
+
+
+async def check_rate(key_id: str, settings: Settings) -> None:
+    """Count the request in this minute's window (in Redis, shared by every API process);
+    refuse past the key's limit."""
     limit = settings.rate_limit_per_minute
     if not limit:
         return
@@ -64,11 +126,10 @@ def check_rate(key_id: str, settings: Settings) -> None:
     window = int(now // 60)
     counter = f"lumiere:rate:{key_id}:{window}"
     try:
-        client = redis_client(settings)
-        pipe = client.pipeline()
+        pipe = _rate_client(settings.redis_url).pipeline()
         pipe.incr(counter)
         pipe.expire(counter, 120)
-        count = int(pipe.execute()[0])
+        count = int((await pipe.execute())[0])
     except RedisError as err:
         # Failing open: a broker outage must not lock every client out of reading its jobs.
         log.warning("rate_limit.unavailable", error=str(err)[:200])
@@ -79,26 +140,40 @@ def check_rate(key_id: str, settings: Settings) -> None:
         )
 
 
-def get_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
+async def settings_dep() -> Settings:
+    """The process-wide settings (a coroutine, so reading them takes no worker thread)."""
+    return get_settings()
+
+
+def _authenticate(session: Session, secret: str) -> ApiKey | None:
+    _autocommit(session)
+    key = authenticate(session, secret)
+    # Give the connection back now, in this thread: a long upload must not hold one for its
+    # whole length, and no request may hold one while it waits for a thread (with every
+    # thread waiting for a connection, none would ever be given back).
+    session.commit()
+    return key
+
+
+async def get_api_key(
+    settings: Annotated[Settings, Depends(settings_dep)],
     session: Annotated[Session, Depends(get_db)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     request: Request,
 ) -> ApiKey:
-    """The API key the request is signed with; 401 without a valid one."""
+    """The API key the request is signed with; 401 without a valid one. The lookup runs in a
+    worker thread, the rate count on the event loop."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
-    key = authenticate(session, credentials.credentials)
-    # Give the connection back now: a long upload must not hold one for its whole length.
-    session.commit()
+    key = await in_db_thread(_authenticate, session, credentials.credentials)
     if key is None:
         raise Unauthorized("unknown or revoked API key")
     request.state.api_key_id = key.id
-    check_rate(key.id, settings)
+    await check_rate(key.id, settings)
     return key
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
 SessionDep = Annotated[Session, Depends(get_db)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 KeyDep = Annotated[ApiKey, Depends(get_api_key)]

@@ -18,6 +18,9 @@ def create_app() -> FastAPI:
     # /docs with its scripts served from the package, not a CDN. No /redoc: the ReDoc that
     # package bundles cannot read OpenAPI 3.1 ("Something went wrong" in a browser test).
     app = FastAPIOffline(
+        # No OpenTelemetry here (/metrics is Prometheus): FastAPI would otherwise look for
+        # tracer, meter and logger providers in the environment on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
         title="Lumière",
         version="0.1.0",

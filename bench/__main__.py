@@ -1,12 +1,24 @@
 """`make bench`: every benchmark in turn, with its default settings (`python -m bench NAME…`
-runs only those named: fidelity, repeats, upload, pipeline, upscale, interpolate)."""
+runs only those named: any of ``ORDER``)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-ORDER = ("fidelity", "repeats", "upload", "pipeline", "upscale", "interpolate")
+ORDER = (
+    "fidelity",
+    "repeats",
+    "repair",
+    "denoise",
+    "preview",
+    "upload",
+    "api",
+    "pipeline",
+    "upscale",
+    "interpolate",
+    "gpu",
+)
 
 
 def main() -> None:

@@ -266,8 +266,11 @@ class Sample:
         return self.work / "logs" / f"{stem}.log"
 
 
-def prepare(name: str, size: tuple[int, int], frames: int, start: float) -> Sample:
-    """Cut the clean original: a centre crop of ``frames`` frames from ``start``, in FFV1."""
+def prepare(
+    name: str, size: tuple[int, int], frames: int, start: float, bench: str = "fidelity"
+) -> Sample:
+    """Cut the clean original: a centre crop of ``frames`` frames from ``start``, in FFV1,
+    under bench/out/``bench``/``name``."""
     src = sample_video(name)
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
@@ -275,7 +278,7 @@ def prepare(name: str, size: tuple[int, int], frames: int, start: float) -> Samp
     # Multiples of 8: the ×4 input stays whole and 4:2:0 at every scale.
     w, h = (min(size[0], src_w) // 8) * 8, (min(size[1], src_h) // 8) * 8
     x, y = ((src_w - w) // 4) * 2, ((src_h - h) // 4) * 2  # even: the 4:2:0 crop is lossless
-    work = OUT / "fidelity" / name
+    work = OUT / bench / name
     clean = work / "clean.mkv"
     run_ffmpeg(
         work / "logs" / "clean.log",

@@ -22,7 +22,15 @@ from shared.options import Options
 @option_flags(PROCESS_FIELDS)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where stages run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def process(source: Path, output: Path, device: str | None, quiet: bool, **values: Any) -> None:
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the quality report (JSON) here, the least confident moments' pictures beside "
+    "it in REPORT-moments/.",
+)
+def process(
+    source: Path, output: Path, device: str | None, quiet: bool, report: Path | None, **values: Any
+) -> None:
     """Upscale and interpolate SOURCE into OUTPUT, keeping (or adding) its sound."""
     from tqdm import tqdm
 
@@ -69,7 +77,32 @@ def process(source: Path, output: Path, device: str | None, quiet: bool, **value
     finally:
         if bar is not None:
             bar.close()
+    if report is not None:
+        write_report(result, options.upscaler, report)
     click.echo(
         f"{result.path}: {result.frames_out} frames from {result.frames_in} "
         f"in {result.seconds:.1f} s ({result.frames_out / max(result.seconds, 1e-9):.1f} fps)"
     )
+    if result.repair is not None and result.repair.found.frames:
+        from worker.stages.repair import summary
+
+        click.echo(f"repair: {summary(result.repair)}")
+
+
+def write_report(result: Any, upscaler: str, path: Path) -> None:
+    """The film's report as the service makes it, its moments' pictures in a folder beside."""
+    import json
+
+    from worker.report import merge
+    from worker.stages.upscale import model_facts
+
+    folder = path.with_name(f"{path.stem}-moments")
+    folder.mkdir(parents=True, exist_ok=True)
+    for chunk in result.chunks:
+        for name, jpeg in chunk.report.thumbnails().items():
+            (folder / name).write_bytes(jpeg)
+    repair = result.repair.to_dict() if result.repair is not None else None
+    merged = merge([c.report_dict() for c in result.chunks], model_facts(upscaler), repair)
+    for moment in merged["low_confidence"]:
+        moment["thumbnail"] = f"{folder.name}/{moment['thumbnail']}"
+    path.write_text(json.dumps(merged, indent=1))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,8 +54,9 @@ def worker_argv(queues: str, concurrency: int, name: str | None = None) -> list[
     return argv
 
 
-def api_argv(host: str, port: int) -> list[str]:
-    """Command line of an API process."""
+def api_argv(host: str, port: int, workers: int = 1) -> list[str]:
+    """Command line of the API: ``workers`` uvicorn processes sharing one listening socket
+    (with more than one, a supervising process restarts any that dies)."""
     return [
         sys.executable,
         "-m",
@@ -64,8 +67,19 @@ def api_argv(host: str, port: int) -> list[str]:
         host,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
         "--no-access-log",
     ]
+
+
+def metrics_env(directory: Path) -> dict[str, str]:
+    """Environment for the API's processes to keep their Prometheus counters in files under
+    ``directory`` (emptied first), so that /metrics adds up every process's counts whichever
+    process answers the scrape (prometheus_client's multiprocess mode)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -170,6 +184,8 @@ def children(settings: Settings, stack: LocalStack, data_dir: Path, external: bo
 
     def ready() -> None:
         prepare(settings)
+        # The key exists before the API answers: whoever sees the stack up can read it.
+        local_api_key(settings, data_dir)
         info = {
             **(stack.settings() if not external else {}),
             "api_url": f"http://{settings.host}:{settings.port}",
@@ -177,9 +193,9 @@ def children(settings: Settings, stack: LocalStack, data_dir: Path, external: bo
         _write_private(data_dir / STACK_FILE, json.dumps(info))
 
     found.append(Child("setup", ready, lambda: True, lambda: None))
-    found.append(
-        Program(api_argv(settings.host, settings.port), env, logs / "api.log").child("api")
-    )
+    api = api_argv(settings.host, settings.port, settings.resolved_api_workers())
+    api_env = {**env, **metrics_env(settings.metrics_dir or data_dir / "metrics")}
+    found.append(Program(api, api_env, logs / "api.log").child("api"))
     # Two workers, one per queue, so that planning, joining and webhooks never wait behind
     # a long chunk: a finished job is joined at once, whatever else is queued.
     control = worker_argv(CONTROL_QUEUE, CONTROL_CONCURRENCY, "control@%h")
@@ -199,10 +215,23 @@ def _write_private(path: Path, text: str) -> None:
 @click.command()
 @click.option("--host", default=None, help="Interface to bind (default LUMIERE_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default LUMIERE_PORT).")
-def api(host: str | None, port: int | None) -> None:
-    """Run the API server (uvicorn)."""
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="API processes (default LUMIERE_API_WORKERS, else one per CPU core).",
+)
+def api(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the API server (uvicorn, one process per core by default)."""
     settings = get_settings()
-    os.execv(sys.executable, api_argv(host or settings.host, port or settings.port))
+    # Named after this process, which becomes uvicorn's: a restarted container (pid 1 again)
+    # empties its own directory instead of leaving one more behind.
+    own = Path(tempfile.gettempdir()) / f"lumiere-metrics-{os.getpid()}"
+    counters = settings.metrics_dir or own
+    argv = api_argv(
+        host or settings.host, port or settings.port, workers or settings.resolved_api_workers()
+    )
+    os.execve(sys.executable, argv, {**os.environ, **metrics_env(counters)})
 
 
 @click.command()

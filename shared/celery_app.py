@@ -13,6 +13,10 @@ from shared.config import Settings, get_settings
 
 CONTROL_QUEUE = "control"  # planning, joining, webhooks: light, CPU
 CHUNK_QUEUE = "chunks"  # upscale + interpolate + encode: heavy, GPU when present
+# Message priorities (Redis: 0 is served first). A preview's chunks go ahead of the films'
+# waiting in the same queue: someone is watching for them.
+PREVIEW_PRIORITY = 0
+FILM_PRIORITY = 6
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -28,6 +32,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        task_default_priority=FILM_PRIORITY,
         task_track_started=True,
         task_serializer="json",
         result_serializer="json",

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Past this many the database's connections, not the cores, run out first: more API
+# processes than that are a choice to make with the pool sizes (docs/deploy.md).
+DEFAULT_MAX_API_WORKERS = 4
 
 
 class Settings(BaseSettings):
@@ -19,9 +25,21 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes (uvicorn workers) behind that port; 0: one per CPU core this machine or
+    # container lets the API use, at most 4 (each holds up to pool + overflow database
+    # connections). Where their Prometheus counters meet (default: a directory of their
+    # own per launch, see cli/stack.py).
+    api_workers: int = Field(0, ge=0)
+    metrics_dir: Path | None = None
 
     # External services. Empty means "start a local one" (only `lumiere up` does that).
     database_url: str = ""
+    # Connections each process keeps open, and how many more it may open at a peak (closed
+    # once given back, so a steady load beyond the pool opens one per request). Together
+    # they should exceed an API process's 40 request threads; an API of N processes may hold
+    # N × (pool + overflow), which must fit the server's max_connections (100 by default).
+    database_pool_size: int = Field(20, ge=1)
+    database_max_overflow: int = Field(30, ge=0)
     redis_url: str = ""
     s3_endpoint_url: str = ""
     s3_access_key: str = ""
@@ -67,9 +85,27 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    def resolved_api_workers(self) -> int:
+        """How many API processes to run: ``api_workers``, or one per usable core (at most
+        ``DEFAULT_MAX_API_WORKERS``)."""
+        return self.api_workers or min(usable_cores(), DEFAULT_MAX_API_WORKERS)
+
     def resolved_models_dir(self) -> Path:
         """Models directory, relative paths taken from the current directory."""
         return self.models_dir.expanduser().resolve()
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPU cores this process may run on: its affinity, capped by a cgroup v2 CPU quota
+    (a container limited to 2 CPUs on a 64-core host counts 2)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity is the limit
+    return cores
 
 
 @lru_cache(maxsize=1)

@@ -11,20 +11,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.config import get_settings
 
 _ENGINES: dict[str, Engine] = {}
+_MAKERS: dict[str, sessionmaker[Session]] = {}
 
 
 def get_engine(url: str | None = None) -> Engine:
     """One pooled engine per URL and process (``pool_pre_ping`` survives a database restart)."""
-    url = url or get_settings().database_url
+    settings = get_settings()
+    url = url or settings.database_url
     if not url:
         raise RuntimeError("LUMIERE_DATABASE_URL is not set (`lumiere up` sets it for you)")
-    # Room for every request thread of an API process (anyio's default limit is 40).
+    # By default room for every request thread of an API process (anyio's limit is 40).
     if url not in _ENGINES:
         _ENGINES[url] = create_engine(
             url,
             pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=40,
+            # The connection given back last is taken next: a few warm ones serve a steady
+            # load, and the rest of the pool stays idle instead of taking turns.
+            pool_use_lifo=True,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
             connect_args={"connect_timeout": 5},
         )
     return _ENGINES[url]
@@ -32,6 +37,7 @@ def get_engine(url: str | None = None) -> Engine:
 
 def dispose_engines() -> None:
     """Close every pooled connection of this process (at shutdown)."""
+    _MAKERS.clear()
     while _ENGINES:
         _ENGINES.popitem()[1].dispose()
 
@@ -44,8 +50,12 @@ def forget_inherited_connections() -> None:
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    """A session maker bound to the engine for ``url`` (default: the configured database)."""
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+    """The session maker bound to the engine for ``url`` (default: the configured database),
+    made once: a sessionmaker defines a class of its own, too dear to make per request."""
+    url = url or get_settings().database_url
+    if url not in _MAKERS:
+        _MAKERS[url] = sessionmaker(get_engine(url), expire_on_commit=False)
+    return _MAKERS[url]
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -127,9 +128,15 @@ class Job(Base):
     """One film to restore: its options, input, progress and result."""
 
     __tablename__ = "jobs"
+    # A customer's jobs newest first (the list, its cursor), with or without a status filter:
+    # read straight off an index, however long the history (migration 0003).
+    __table_args__ = (
+        Index("ix_jobs_api_key_id_created_at", "api_key_id", "created_at", "id"),
+        Index("ix_jobs_api_key_id_status_created_at", "api_key_id", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     status: Mapped[JobStatus] = mapped_column(
         _enum(JobStatus, "job_status"), index=True, default=JobStatus.QUEUED
     )
@@ -173,7 +180,11 @@ class Chunk(Base):
     """A slice of a job's film that one worker processes independently."""
 
     __tablename__ = "chunks"
-    __table_args__ = (UniqueConstraint("job_id", "index"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "index"),
+        # The chunks done in the last hour, which pace the ETAs (api/services/eta.py).
+        Index("ix_chunks_status_finished_at", "status", "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -49,6 +49,17 @@ ENCODER_PRESETS = (
 # A restoration upscales unless told a size.
 DEFAULT_SCALE = 2.0
 SIZES = ("scale", "width", "height")
+# A repair part: decided from the film (auto), always, or never.
+Repair = Literal["auto", "on", "off"]
+# A preview's length unless told.
+PREVIEW_SECONDS = 3.0
+# The codec each output preset writes for an 8-bit film, and the codecs it lets a user pick.
+PRESET_CODECS = {"auto": "h264", "web": "h264", "archive": "ffv1"}
+PRESET_ALLOWS = {
+    "auto": ("h264", "h265", "ffv1", "prores"),
+    "web": ("h264", "h265"),
+    "archive": ("ffv1", "prores"),
+}
 
 # Decimal spellings of the NTSC-family rates mean n*1000/1001, as every tool reads them.
 _NTSC_TOLERANCE = Fraction(1, 100)
@@ -114,6 +125,42 @@ class JobOptions(BaseModel):
     denoise: int | None = Field(
         None, ge=-1, le=3, description="Upscaler denoise level, -1 (none) to 3 (strong)."
     )
+    # Film repair, on the source frames before upscaling (worker/stages/repair.py). `auto`
+    # is decided once per film from a sample of it, and only on clear evidence.
+    degrain: Literal["auto", "off", "1", "2", "3"] = Field(
+        "auto",
+        description="Remove grain and noise before upscaling (FFDNet): auto (when the film "
+        "is grainy), off, or a strength from 1 (light) to 3 (strong).",
+    )
+    deflicker: Repair = Field(
+        "auto",
+        description="Even out brightness that flickers from frame to frame (fades and cuts "
+        "are kept): auto (when the film flickers), on, off.",
+    )
+    dust: Repair = Field(
+        "auto",
+        title="Dust and scratches",
+        description="Replace dust, dirt and scratches that last one frame from the frames "
+        "either side (moving things are kept): auto (when the film has them), on, off.",
+    )
+    stabilise: Repair = Field(
+        "auto",
+        description="Remove gate weave (the whole picture jittering by a pixel or a few), "
+        "keeping the camera's own moves: auto (when the film weaves), on, off.",
+    )
+    deinterlace: Repair = Field(
+        "auto",
+        description="Deinterlace a video transfer, one frame per frame (bwdif-like): auto "
+        "(when the picture shows combing), on, off.",
+    )
+    grain: int = Field(
+        0,
+        ge=0,
+        le=3,
+        title="Grain back",
+        description="Film grain added after upscaling so a large result does not look waxy: "
+        "0 (none) to 3 (heavy).",
+    )
     repeats: Literal["drop", "keep"] = Field(
         "drop",
         title="Repeated frames",
@@ -121,8 +168,18 @@ class JobOptions(BaseModel):
         "at 24 fps) and interpolate from the unique ones at their original times (drop), "
         "or keep every frame (keep).",
     )
-    codec: Literal["h264", "h265", "ffv1", "prores"] = Field(
-        "h264", description="Video codec of the result (ffv1: lossless, keeps the bit depth)."
+    output_preset: Literal["auto", "web", "archive"] = Field(
+        "auto",
+        title="Output",
+        description="What the file is for: auto (H.264, or 10-bit H.265 for a film of more "
+        "than 8 bits: the depth is kept), web (8-bit 4:2:0 H.264 and AAC sound: plays "
+        "everywhere), archive (lossless FFV1 in MKV at the source's depth and chroma, "
+        "lossless sound kept lossless). codec, container and crf override it.",
+    )
+    codec: Literal["h264", "h265", "ffv1", "prores"] | None = Field(
+        None,
+        description="Video codec of the result (default: from output_preset; ffv1 is "
+        "lossless and keeps the bit depth).",
     )
     container: Literal["mp4", "mkv", "mov"] | None = Field(
         None, description="Output container (default: mp4, mkv for ffv1, mov for prores)."
@@ -136,8 +193,31 @@ class JobOptions(BaseModel):
         description="keep the source's tracks, replace them with / add a soundtrack, or none.",
         json_schema_extra={"flag": "audio-mode"},  # `--audio FILE` is the soundtrack itself
     )
+    audio_offset: float = Field(
+        0,
+        ge=-3600,
+        le=3600,
+        title="Sound offset",
+        description="Seconds to move the sound by: positive starts it later, negative cuts "
+        "its start. Moves the soundtrack (replace, add), else the film's own tracks; a "
+        "soundtrack is padded with silence or trimmed to the picture's length.",
+    )
     chunk_seconds: float | None = Field(
         None, ge=1, le=600, description="Length of the chunks workers share (default: settings)."
+    )
+    preview_start: str | None = Field(
+        None,
+        max_length=32,
+        description="Restore only a stretch of the film, to judge the settings: from these "
+        "seconds, or auto (a busy moment). Runs ahead of full jobs.",
+        examples=["auto", "12.5"],
+    )
+    preview_seconds: float | None = Field(
+        None,
+        ge=0.5,
+        le=60,
+        description=f"How long a preview is (default {PREVIEW_SECONDS:g} s when preview_start "
+        "is given; giving this alone previews from auto).",
     )
     webhook_url: str | None = Field(
         None, max_length=2048, description="Where to POST signed job events (http/https)."
@@ -185,6 +265,28 @@ class JobOptions(BaseModel):
             raise ValueError(str(err)) from None
         return str(value).strip()
 
+    @field_validator("preview_start", mode="before")
+    @classmethod
+    def _preview_start(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        text = str(value).strip().lower()
+        if text != "auto":
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError("preview_start is seconds (e.g. 12.5) or auto") from None
+            if not 0 <= seconds < 10**6:
+                raise ValueError("preview_start must be 0 seconds or more")
+        return text
+
+    def preview(self) -> tuple[str, float] | None:
+        """Where a preview starts (seconds as text, or ``auto``) and how long it lasts;
+        ``None`` for a whole film."""
+        if self.preview_start is None and self.preview_seconds is None:
+            return None
+        return self.preview_start or "auto", self.preview_seconds or PREVIEW_SECONDS
+
     @field_validator("upscaler")
     @classmethod
     def _upscaler(cls, value: str) -> str:
@@ -212,18 +314,31 @@ class JobOptions(BaseModel):
     def _size(self) -> JobOptions:
         if self.scale is not None and (self.width is not None or self.height is not None):
             raise ValueError("give either scale or width/height, not both")
-        if self.crf is not None and self.codec not in ("h264", "h265"):
+        codec = self.codec or PRESET_CODECS[self.output_preset]
+        if self.codec is not None and self.codec not in PRESET_ALLOWS[self.output_preset]:
+            allowed = " or ".join(PRESET_ALLOWS[self.output_preset])
+            raise ValueError(f"output_preset {self.output_preset} writes {allowed}, not {codec}")
+        if self.crf is not None and codec not in ("h264", "h265"):
             raise ValueError("crf applies to h264 and h265 only")
-        if self.codec == "prores" and self.container == "mp4":
+        if codec == "prores" and self.container == "mp4":
             raise ValueError("prores goes in mov or mkv, not mp4")
         return self
 
+    def codec_for(self, bit_depth: int) -> str:
+        """The video codec for a film of ``bit_depth`` bits: as asked, else the preset's (auto
+        keeps a deep film deep with 10-bit H.265, which every current player decodes)."""
+        if self.codec is not None:
+            return self.codec
+        if self.output_preset == "auto" and bit_depth > 8:
+            return "h265"
+        return PRESET_CODECS[self.output_preset]
+
     @property
     def output_container(self) -> str:
-        """The container the result is written in."""
+        """The container the result is written in (the same for any bit depth)."""
         if self.container:
             return self.container
-        return {"ffv1": "mkv", "prores": "mov"}.get(self.codec, "mp4")
+        return {"ffv1": "mkv", "prores": "mov"}.get(self.codec_for(8), "mp4")
 
 
 def bounds(name: str, model: type[BaseModel] = JobOptions) -> tuple[Any, Any]:
@@ -258,9 +373,10 @@ class Options(JobOptions):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    preset: str = Field(
-        "medium",
-        description="x264/x265 speed preset (slower is smaller at the same quality).",
+    preset: str | None = Field(
+        None,
+        description="x264/x265 speed preset (slower is smaller at the same quality; default: "
+        "medium up to 1080p, faster above, where medium would hold the GPU up).",
         json_schema_extra={"enum": list(ENCODER_PRESETS)},
     )
     batch: int = Field(

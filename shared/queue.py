@@ -16,7 +16,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from shared.celery_app import CHUNK_QUEUE, CONTROL_QUEUE, app
+from shared.celery_app import CHUNK_QUEUE, CONTROL_QUEUE, FILM_PRIORITY, PREVIEW_PRIORITY, app
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -28,10 +28,10 @@ WEBHOOK = "lumiere.control.deliver_webhook"
 Task = tuple[str, tuple[Any, ...]]  # (task name, args), as a message carries them
 
 
-def _send(name: str, args: list[Any], queue: str) -> bool:
+def _send(name: str, args: list[Any], queue: str, priority: int = FILM_PRIORITY) -> bool:
     """Send a task; ``False`` (logged) when the broker cannot be reached right now."""
     try:
-        app.send_task(name, args=args, queue=queue)
+        app.send_task(name, args=args, queue=queue, priority=priority)
     except (BrokerError, RedisError, ConnectionError, TimeoutError) as err:
         log.warning("enqueue.deferred", task=name, args=args, error=str(err)[:200])
         return False
@@ -43,9 +43,10 @@ def enqueue_plan(job_id: str) -> bool:
     return _send(PLAN, [job_id], CONTROL_QUEUE)
 
 
-def enqueue_chunk(job_id: str, index: int) -> bool:
-    """Process one chunk: upscale, interpolate, encode, upload."""
-    return _send(CHUNK, [job_id, index], CHUNK_QUEUE)
+def enqueue_chunk(job_id: str, index: int, preview: bool = False) -> bool:
+    """Process one chunk: upscale, interpolate, encode, upload (a preview's first)."""
+    priority = PREVIEW_PRIORITY if preview else FILM_PRIORITY
+    return _send(CHUNK, [job_id, index], CHUNK_QUEUE, priority)
 
 
 def enqueue_join(job_id: str) -> bool:

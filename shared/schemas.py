@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.options import JobOptions
 
@@ -20,10 +20,22 @@ def public_meta(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobCreate(JobOptions):
-    """JSON body of ``POST /v1/jobs`` for a film uploaded earlier through ``/v1/uploads``."""
+    """JSON body of ``POST /v1/jobs`` for a film uploaded earlier through ``/v1/uploads``, or
+    the film of an earlier job (a preview, say) restored again with these options."""
 
-    upload_id: str = Field(description="A completed upload (see POST /v1/uploads).")
+    upload_id: str | None = Field(None, description="A completed upload (see POST /v1/uploads).")
     audio_upload_id: str | None = Field(None, description="A completed upload of a soundtrack.")
+    source_job: str | None = Field(
+        None,
+        description="Restore the film of this earlier job of yours (e.g. the whole film after "
+        "a preview): its film, and its soundtrack when this job's audio uses one, are copied.",
+    )
+
+    @model_validator(mode="after")
+    def _one_film(self) -> JobCreate:
+        if (self.upload_id is None) == (self.source_job is None):
+            raise ValueError("name the film: give upload_id or source_job (one of them)")
+        return self
 
 
 class JobPublic(BaseModel):
@@ -59,6 +71,54 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ReportMoment(BaseModel):
+    """A made frame the interpolator was unsure of."""
+
+    time: float = Field(description="Seconds from the film's start.")
+    confidence: float = Field(
+        description="Share of the picture (0-1) where the two source frames, warped to this "
+        "moment, agree."
+    )
+    thumbnail: str = Field(description="A short-lived URL of the frame, as JPEG.")
+
+
+class ReportCadence(BaseModel):
+    """Repeats a transfer put in, and what the workers did with them."""
+
+    patterns: list[str] = Field(description="Cadences found, e.g. 2:1 (16 fps at 24).")
+    original_fps: list[float] = Field(description="The frame rates they came from.")
+    repeats_dropped: list[float] = Field(description="Seconds of every repeat dropped.")
+
+
+class ReportPoint(BaseModel):
+    """One made frame's confidence."""
+
+    time: float
+    confidence: float
+
+
+class JobReport(BaseModel):
+    """What the workers measured of a film while restoring it (nothing in it is claimed)."""
+
+    cuts: list[float] = Field(description="Seconds where a shot starts.")
+    cadence: ReportCadence
+    stages: dict[str, Any] = Field(
+        description="Per stage: seconds and frames per second; the upscaler's model and its "
+        "files' sha256; the devices and encoders used."
+    )
+    confidence: list[ReportPoint] = Field(description="Every interpolated frame's confidence.")
+    low_confidence: list[ReportMoment] = Field(
+        description="The least confident moments (below 0.85, half a second apart), to check "
+        "or re-run with interpolator=blend."
+    )
+    brightness: list[dict[str, float]] = Field(
+        [], description="Each source frame's mean brightness (0-1, after repair): flicker."
+    )
+    repair: dict[str, Any] | None = Field(
+        None, description="What repair found in the film (from a sample) and chose to do."
+    )
 
 
 class JobsPublic(BaseModel):

@@ -32,6 +32,12 @@ def result_key(job_id: str, ext: str) -> str:
     return f"jobs/{job_id}/result.{ext}"
 
 
+def report_key(job_id: str, name: str = "report.json") -> str:
+    """Where a job's quality report is stored (``name``), and its parts: each chunk's
+    measurements (``chunks/00003.json``) and the pictures of its moments (``moments/…``)."""
+    return f"jobs/{job_id}/report/{name}"
+
+
 def job_prefix(job_id: str) -> str:
     """Every object of a job starts with this."""
     return f"jobs/{job_id}/"
@@ -91,6 +97,18 @@ class Storage:
     def upload_fileobj(self, fileobj: BinaryIO, key: str) -> None:
         """Stream a file object to ``key`` (multipart, bounded memory)."""
         self.client.upload_fileobj(fileobj, self.bucket, key)
+
+    def copy(self, source: str, key: str) -> None:
+        """Copy an object within the bucket, server-side (multipart for large files)."""
+        self.client.copy({"Bucket": self.bucket, "Key": source}, self.bucket, key)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store a small object (a still, a report) from memory."""
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        """A small object's bytes."""
+        return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def download_file(self, key: str, path: Path) -> None:
         """Download ``key`` to a local file."""

@@ -67,6 +67,7 @@ def make_clip(
     bit_depth: int = 8,
     audio: str | None = None,
     audio_streams: int = 1,
+    languages: tuple[str, ...] = (),
     sample_rate: int = 48000,
     audio_seconds: float | None = None,
     vfr: bool = False,
@@ -129,10 +130,12 @@ def make_clip(
         if rotation:
             stream.set_display_rotation(rotation)
         astreams = []
-        for _ in range(audio_streams if audio else 0):
+        for k in range(audio_streams if audio else 0):
             a = out.add_stream(audio or "", rate=sample_rate)
             assert isinstance(a, av.AudioStream)
             a.layout = "stereo"
+            if k < len(languages):
+                a.metadata["language"] = languages[k]
             astreams.append(a)
         for i, (t, p) in enumerate(zip(times, pts, strict=True)):
             shot = float(t) if shot_fps is None else math.floor(t * shot_fps) / float(shot_fps)
@@ -267,6 +270,26 @@ def audio_spans(path: Path) -> list[tuple[Fraction, Fraction]]:
     return spans
 
 
+def sound_times(path: Path, index: int = 0, level: float = 0.01) -> tuple[float, float]:
+    """When audio track ``index`` is first and last louder than ``level`` (of full scale),
+    in seconds on the file's timeline, from decoding."""
+    loud: list[float] = []
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="fltp")
+        for frame in container.decode(container.streams.audio[index]):
+            start = float((frame.pts or 0) * Fraction(frame.time_base or 1))
+            for piece in resampler.resample(frame):
+                hits = np.flatnonzero(np.abs(piece.to_ndarray()).max(axis=0) > level)
+                if hits.size:
+                    loud += [
+                        start + hits[0] / piece.sample_rate,
+                        start + hits[-1] / piece.sample_rate,
+                    ]
+    if not loud:
+        raise AssertionError(f"{path.name}: audio track {index} is silent")
+    return min(loud), max(loud)
+
+
 def ffmpeg_frames(
     path: Path,
     width: int,
@@ -321,4 +344,59 @@ def make_empty_video(path: Path) -> Path:
         stream.width, stream.height = 64, 48
         stream.pix_fmt = "yuv420p"
         out.start_encoding()
+    return path
+
+
+# What make_planted_clip plants, in seconds of the film (frame times at 24 fps).
+PLANTED_CUT = 1.0
+PLANTED_OCCLUSION = (0.375, 0.5)
+
+
+def make_planted_clip(path: Path, seconds: float = 2.0) -> Path:
+    """A 24 fps clip of motion filmed at 16 fps (so every third frame repeats: a 2:1
+    cadence), a textured shot panning a pixel a film frame, a pale bar rushing across it
+    (40 px a frame: too fast for flow, a hard occlusion) during ``PLANTED_OCCLUSION``, and a
+    cut to a shot of other colours at ``PLANTED_CUT``."""
+    import cv2
+
+    w, h, fps, shot_fps = 128, 96, 24, 16
+
+    def texture(seed: int) -> np.ndarray:
+        base = np.random.default_rng(seed).random((h // 4 + 2, w // 4 + 2, 3))
+        return np.clip(cv2.resize(base.astype(np.float32), (w + 64, h + 8)), 0, 1)
+
+    shots = (texture(1) * (0.5, 0.6, 0.9), 0.3 + 0.7 * texture(2)[..., ::-1] * (1.0, 0.8, 0.4))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "10", "preset": "ultrafast"}
+        for i in range(round(seconds * fps)):
+            k = math.floor(i * shot_fps / fps)  # the film frame shown
+            shot = k / shot_fps
+            image = shots[shot >= PLANTED_CUT][:h, k : k + w].copy()
+            if PLANTED_OCCLUSION[0] <= shot < PLANTED_OCCLUSION[1]:
+                left = int((shot - PLANTED_OCCLUSION[0]) * shot_fps * 40) - 20
+                image[:, max(left, 0) : max(left + 20, 0)] = (0.9, 0.85, 0.8)
+            frame = av.VideoFrame.from_ndarray((image * 255 + 0.5).astype(np.uint8), "rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def write_frames(path: Path, frames: np.ndarray, fps: int = 24, codec: str = "ffv1") -> Path:
+    """Write RGB uint8 frames (T, H, W, 3) as a clip (FFV1: losslessly, so a test sees its
+    own pixels back, to the YUV 4:4:4 conversion's rounding)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv444p" if codec == "ffv1" else "yuv420p"
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), "rgb24")
+            frame = frame.reformat(format=stream.pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
     return path

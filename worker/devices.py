@@ -40,6 +40,16 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``. A CPU tensor bound for a GPU is copied through pinned memory
+    without blocking: the stages' threads share one CUDA stream, and a copy from ordinary
+    memory would wait there for all the work queued before it (a batch being upscaled)."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    # The caching host allocator keeps the pinned block until the copy has run.
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _meminfo(field: str, fallback: int) -> int:
     """A /proc/meminfo figure in bytes (``fallback`` where there is none)."""
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import math
 import os
 import shutil
@@ -33,7 +34,7 @@ from shared.jobs import ACTIVE, move_chunk, move_job, notify, progress_of, set_j
 from shared.logs import get_logger
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, Upload, UploadStatus, utcnow
 from shared.schemas import public_meta
-from shared.storage import Storage, chunk_key, result_key
+from shared.storage import Storage, chunk_key, report_key, result_key
 from worker.cancel import Cancelled
 from worker.plan import ChunkPlan
 
@@ -171,8 +172,9 @@ def start_planning(job_id: str) -> bool:
 
 def write_chunks(job_id: str) -> bool:
     """Probe the film and write its chunk rows (once); ``False`` if the job failed instead."""
+    from worker.film_repair import plan_repair
     from worker.media.probe import probe
-    from worker.pipeline import expected_frames, plan_file, resolve_target
+    from worker.pipeline import expected_frames, pick_device, plan_file, resolve_target
 
     with session_scope() as session:
         job = session.get(Job, job_id)
@@ -187,7 +189,7 @@ def write_chunks(job_id: str) -> bool:
         source = local_copy(Storage(), input_key, job_id, "input")
         info = probe(source)
         resolve_target(info, options)
-        plans = plan_file(source, options.chunk_length())
+        plans = plan_file(source, options.chunk_length(), info, options.preview())
         cadence = sample_cadence(source, info)
         # Say whether the chunks will drop the repeats (they judge their own frames).
         cadence["repeats_dropped"] = bool(
@@ -195,6 +197,8 @@ def write_chunks(job_id: str) -> bool:
             and options.repeats == "drop"
             and cadence["original_fps"] != round(float(info.fps), 3)
         )
+        # Decided once for the film, from a sample of it: every chunk repairs alike.
+        repair = plan_repair(source, info, options, pick_device(get_settings().device))
     except InvalidInput as err:
         fail_job(job_id, str(err), retryable=False)
         return False
@@ -217,11 +221,24 @@ def write_chunks(job_id: str) -> bool:
             session,
             job_id,
             ACTIVE,
-            probe={**public_meta(jsonable(info)), "cadence": cadence},
+            probe={
+                **public_meta(jsonable(info)),
+                "cadence": cadence,
+                "repair": repair.to_dict(),
+                **stretch(options, plans),
+            },
             chunks_total=len(plans),
             frames_total=expected_frames(plans, fps),
             timings={"plan": round(time.perf_counter() - started, 3)},
         )
+
+
+def stretch(options: Any, plans: list[ChunkPlan]) -> dict[str, Any]:
+    """For a preview, the stretch of the film it shows (seconds; ``auto`` chose the start)."""
+    if options.preview() is None:
+        return {}
+    start, stop = plans[0].start, plans[-1].stop
+    return {"preview": {"start": round(float(start), 3), "seconds": round(float(stop - start), 3)}}
 
 
 def send_chunks(job_id: str) -> bool:
@@ -234,7 +251,9 @@ def send_chunks(job_id: str) -> bool:
                 .order_by(Chunk.index)
             )
         )
-    if not all([queue.enqueue_chunk(job_id, index) for index in todo]):
+        job = session.get(Job, job_id)
+        preview = job is not None and pipeline_options(job, None).preview() is not None
+    if not all([queue.enqueue_chunk(job_id, index, preview) for index in todo]):
         # The broker is down: stay in "planning"; the reconciler plans again (which sends
         # the chunks that are not done) once this try's lease has run out.
         return False
@@ -281,13 +300,35 @@ def upload_previews(
     keys = {}
     for name, path in (("before", source), ("after", result)):
         keys[name] = f"jobs/{job_id}/preview-{name}.jpg"
-        storage.client.put_object(
-            Bucket=storage.bucket,
-            Key=keys[name],
-            Body=still_at(path, seconds),
-            ContentType="image/jpeg",
-        )
+        storage.put_bytes(keys[name], still_at(path, seconds), "image/jpeg")
     return {**keys, "seconds": round(seconds, 3)}
+
+
+def store_report(
+    storage: Storage, job_id: str, indices: list[int], upscaler: str, repair: Any
+) -> None:
+    """Merge the chunks' measurements into the film's report (``GET /v1/jobs/{id}/report``);
+    a chunk done before reports existed has none, and is left out (logged)."""
+    from worker.report import merge
+    from worker.stages.upscale import model_facts
+
+    parts = []
+    for index in indices:
+        key = report_key(job_id, f"chunks/{index:05d}.json")
+        if storage.size(key) is None:
+            log.warning("report.chunk_missing", job_id=job_id, chunk=index)
+            continue
+        parts.append(json.loads(storage.get_bytes(key)))
+    report = merge(parts, model_facts(upscaler), repair)
+    storage.put_bytes(report_key(job_id), json.dumps(report).encode(), "application/json")
+
+
+def upload_chunk_report(storage: Storage, job_id: str, index: int, result: ChunkResult) -> None:
+    """Store what a chunk measured, and the pictures of its least confident moments."""
+    for name, jpeg in result.report.thumbnails().items():
+        storage.put_bytes(report_key(job_id, f"moments/{name}"), jpeg, "image/jpeg")
+    data = json.dumps(result.report_dict()).encode()
+    storage.put_bytes(report_key(job_id, f"chunks/{index:05d}.json"), data, "application/json")
 
 
 class Lease(threading.Thread):
@@ -574,8 +615,9 @@ def run_chunk(job_id: str, index: int) -> None:
     maybe_join(job_id)
 
 
-def _start_chunk(job_id: str, index: int) -> tuple[ChunkPlan, Any, str] | None:
-    """Claim the chunk: its plan, options and input key; ``None`` when it is not ours to run."""
+def _start_chunk(job_id: str, index: int) -> tuple[ChunkPlan, Any, str, Any] | None:
+    """Claim the chunk: its plan, options, input key and the film's repair plan; ``None``
+    when it is not ours to run."""
     with session_scope() as session:
         chunk = _claim_chunk(session, job_id, index)
         if chunk is None:
@@ -592,19 +634,28 @@ def _start_chunk(job_id: str, index: int) -> tuple[ChunkPlan, Any, str] | None:
             return None
         job = session.get(Job, job_id)
         assert job is not None
-        return ChunkPlan.from_dict(chunk.plan), pipeline_options(job, None), job.input_key
+        repair = (job.probe or {}).get("repair")
+        return ChunkPlan.from_dict(chunk.plan), pipeline_options(job, None), job.input_key, repair
 
 
 def _process_chunk(
-    storage: Storage, job_id: str, index: int, plan: ChunkPlan, options: Any, input_key: str
+    storage: Storage,
+    job_id: str,
+    index: int,
+    plan: ChunkPlan,
+    options: Any,
+    input_key: str,
+    repair: dict[str, Any] | None = None,
 ) -> tuple[ChunkResult, str] | None:
     """Run the chunk under its lease, stopping on a cancel, and upload it: the result and
     its key, or ``None`` when it ended otherwise (recorded). Errors a retry may cure give
-    the chunk back and are raised again."""
-    from worker.media.encode import CHUNK_MUXER
+    the chunk back and are raised again. ``repair``: the plan the film's planning stored
+    (a job planned before repair existed has none: the chunk plans it, as every one does)."""
+    from worker.media.encode import chunk_muxer
     from worker.pipeline import pick_device, process_chunk
+    from worker.stages.repair import RepairPlan
 
-    ext = CHUNK_MUXER[options.codec]
+    ext = chunk_muxer(options.codec)
     out = Path(tempfile.mkdtemp(prefix=f"chunk-{index:05d}-", dir=work_dir())) / f"c.{ext}"
     lease = chunk_lease(job_id, index)
     lease.start()
@@ -620,9 +671,11 @@ def _process_chunk(
             on_progress=_progress_recorder(job_id, index),
             should_stop=watch.cancelled.is_set,
             device=pick_device(get_settings().device),
+            repair=RepairPlan.from_dict(repair) if repair else None,
         )
         key = chunk_key(job_id, index, ext)
         storage.upload_file(out, key)
+        upload_chunk_report(storage, job_id, index, result)
     except Exception as err:
         if not _settle(job_id, index, err, watch.reason):
             # Unexpected or transient: give the chunk back so the task's retry can claim it.
@@ -790,6 +843,8 @@ def build_result(job_id: str) -> dict[str, Any] | None:
         input_key, audio_key, ext = job.input_key, job.audio_key, job.options["container"]
         timings = dict(job.timings or {})
         job_options = dict(job.options)
+        repair = (job.probe or {}).get("repair")
+        repair = (job.probe or {}).get("repair")
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="join-", dir=work_dir()))
     try:
@@ -810,7 +865,10 @@ def build_result(job_id: str) -> dict[str, Any] | None:
         meta = public_meta(jsonable(result))
         # What the result keeps less of than the film (bit depth, colour, lossless sound).
         meta["reductions"] = reductions(probe(source), result)
+        # What repair found in the film and did to it (decided once, at planning).
+        meta["repair"] = repair
         previews = upload_previews(storage, job_id, source, out, float(meta["duration"]) / 2)
+        store_report(storage, job_id, [c.index for c in chunks], options.upscaler, repair)
     except LumiereError as err:
         fail_job(job_id, f"joining: {err}", retryable=not isinstance(err, InvalidInput))
         return None

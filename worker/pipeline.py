@@ -29,12 +29,13 @@ from shared.logs import get_logger
 from shared.options import MAX_HEIGHT, MAX_WIDTH
 from shared.options import Options as Options  # what the pipeline runs, one model
 from worker.cancel import ShouldStop, check, never
+from worker.film_repair import Reader, grained, plan_repair, repaired_reader
 from worker.media.colors import LEFT, coding_for, planar_format
 from worker.media.decode import SourceFrame, decode_range
 from worker.media.encode import (
-    CHUNK_MUXER,
     VideoSpec,
     VideoWriter,
+    chunk_muxer,
     container_for,
     even_size,
     pixel_format,
@@ -48,10 +49,14 @@ from worker.media.probe import (
     probe,
     scan_frames,
 )
+from worker.overlap import Overlap, timed
 from worker.plan import ChunkPlan, plan_chunks
+from worker.preview import busy_moment, preview_plans
+from worker.report import ChunkReport
 from worker.retime import Slot, first_output_time, output_count, slots
-from worker.stages.cadence import detect_cadence, thumbnail
+from worker.stages.cadence import detect_cadence, is_scene_cut, thumbnail
 from worker.stages.interpolate import Interpolator, TimedFrame, get_interpolator
+from worker.stages.repair import RepairPlan
 from worker.stages.upscale import Upscaler, get_upscaler
 from worker.stages.video_sr import VideoUpscaler
 
@@ -65,6 +70,12 @@ CADENCE_CONTEXT_S = Fraction(3, 2)
 # holds the nearest frame at any film rate.
 NEIGHBOUR_CONTEXT_S = Fraction(1, 2)
 MAX_OUTPUT_SIDE = max(MAX_WIDTH, MAX_HEIGHT)
+# Frames the decoder may run ahead of the upscaler (source-sized, a few MB each): a window's
+# worth of BasicVSR, or a batch's when the batch is bigger.
+DECODE_AHEAD = 16
+# Source frames' worth of output frames ready for the encoder (a frame's share at 60 fps
+# from 16 fps film is four pictures, 400 MB at 4K on a CPU).
+OUTPUT_AHEAD = 2
 
 # Called with the number of output frames done so far; raising cancels the work.
 ProgressCallback = Callable[[int], None]
@@ -74,6 +85,7 @@ ProgressCallback = Callable[[int], None]
 class Target:
     """The output picture and timeline a film's options resolve to."""
 
+    codec: str
     width: int
     height: int
     sar: Fraction
@@ -87,10 +99,14 @@ class Target:
 
 @dataclass
 class ChunkResult:
-    """What one chunk produced, with the seconds spent in each stage.
+    """What one chunk produced, with the seconds each stage was busy (its own work, not
+    waiting for the others) and ``wall``, the chunk's elapsed seconds: the stages overlap,
+    so ``wall`` is less than their sum.
 
     ``frames_in`` counts the source frames that went through the stages: the frames either
     side that interpolation looks at included, repeats dropped before upscaling not.
+    ``encoder`` is the FFmpeg encoder that wrote the chunk (``h264_nvenc``, ``libx264``…).
+    ``report`` is what the chunk measured of its frames (``worker.report``).
     """
 
     index: int
@@ -100,6 +116,21 @@ class ChunkResult:
     seconds: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("decode", "upscale", "interpolate", "encode"), 0.0)
     )
+    encoder: str = ""
+    device: str = ""
+    report: ChunkReport = field(default_factory=ChunkReport)
+
+    def report_dict(self) -> dict[str, Any]:
+        """What the chunk measured, with its counts, stage times, device and encoder: the
+        part of the film's report this chunk contributes (``worker.report.merge``)."""
+        return {
+            **self.report.to_dict(),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "device": self.device,
+            "encoder": self.encoder,
+        }
 
 
 @dataclass
@@ -112,13 +143,15 @@ class FileResult:
     frames_out: int
     seconds: float
     join_seconds: float = 0.0
+    # What repair did to the film (decided once, from a sample of it).
+    repair: RepairPlan | None = None
 
     def stage_seconds(self) -> dict[str, float]:
         """Seconds spent in each stage over all chunks, and in the final join."""
         total = dict.fromkeys(("decode", "upscale", "interpolate", "encode"), 0.0)
         for chunk in self.chunks:
             for stage, spent in chunk.seconds.items():
-                total[stage] += spent
+                total[stage] = total.get(stage, 0.0) + spent
         return {**total, "join": self.join_seconds}
 
 
@@ -141,8 +174,9 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
     else:
         scale = options.scale or 1.0
         width, height = round(src_w * scale), round(src_h * scale)
-    pix_fmt = pixel_format(options.codec, info.pix_fmt)
-    width, height = even_size(options.codec, pix_fmt, width, height)
+    codec = options.codec_for(info.bit_depth)
+    pix_fmt = pixel_format(codec, info.pix_fmt, web=options.output_preset == "web")
+    width, height = even_size(codec, pix_fmt, width, height)
     if max(width, height) > MAX_OUTPUT_SIDE:
         raise InvalidInput(f"output {width}x{height} is too large (at most {MAX_OUTPUT_SIDE})")
     sar = info.sar if info.rotation % 180 == 0 else 1 / info.sar
@@ -160,12 +194,13 @@ def resolve_target(info: MediaInfo, options: Options) -> Target:
         # The source's range, so unchanged pixels keep their codes; RGB sources become
         # limited-range YUV like any video, and ProRes (whose MOV files players read as
         # limited) gets limited range too.
-        range=2 if source.full_range and not rgb_source and options.codec != "prores" else 1,
+        range=2 if source.full_range and not rgb_source and codec != "prores" else 1,
         # PyAV cannot tag chroma siting, and players assume MPEG-2's ("left") for untagged
         # video: JPEG-sited chroma is re-sited to it.
         chroma_location=LEFT,
     )
     return Target(
+        codec=codec,
         width=width,
         height=height,
         sar=sar,
@@ -183,6 +218,11 @@ def chunk_offset(plan: ChunkPlan, fps: Fraction | None) -> Fraction:
     return first_output_time(plan.start, fps)
 
 
+def output_tick(plan: ChunkPlan, target: Target) -> int:
+    """The chunk file's time zero as a tick of the film's output time base."""
+    return round(chunk_offset(plan, target.fps) / target.time_base)
+
+
 def context_ticks(info: MediaInfo, time_base: Fraction, seconds: Fraction) -> int:
     """Time-base ticks decoded either side of a chunk: ``seconds``, or three frames of a
     very slow film, whichever is longer."""
@@ -191,9 +231,23 @@ def context_ticks(info: MediaInfo, time_base: Fraction, seconds: Fraction) -> in
     return math.ceil(seconds / time_base)
 
 
+@dataclass(frozen=True)
+class Retiming:
+    """A cadence found in a chunk: the frames to decode (pts, inclusive), each unique one's
+    time on the original clock, and what was found (for the report)."""
+
+    first_pts: int
+    last_pts: int
+    true_time: dict[int, Fraction]
+    pattern: str
+    original_fps: float
+    # Film times (seconds) of the repeats dropped in the chunk's own time.
+    dropped: tuple[float, ...]
+
+
 def original_times(
     source: str | Path, info: MediaInfo, plan: ChunkPlan, context: int = 0
-) -> tuple[int, int, dict[int, Fraction]] | None:
+) -> Retiming | None:
     """Where a cadence of repeats runs through the chunk: the range to decode and, per unique
     frame's pts, its time on the original clock (seconds from the film start).
 
@@ -232,14 +286,20 @@ def original_times(
     # the rest of the margin was for judging repeats.
     begin = max((i for i, (_, at) in enumerate(times) if at <= plan.start), default=0)
     end = min((i for i, (_, at) in enumerate(times) if at >= plan.stop), default=len(times) - 1)
+    dropped = tuple(
+        float(pts * tb - film_start)
+        for pts, repeat in zip(shown, cadence.repeats, strict=True)
+        if repeat and plan.start_pts <= pts < plan.stop_pts
+    )
     log.info(
         "cadence",
         chunk=plan.index,
         original_fps=cadence.original_fps,
         pattern=cadence.pattern,
-        dropped=len(shown) - len(times),
+        dropped=len(dropped),
     )
-    return first, last, dict(times[max(begin - context, 0) : end + 1 + context])
+    kept = dict(times[max(begin - context, 0) : end + 1 + context])
+    return Retiming(first, last, kept, cadence.pattern, cadence.original_fps, dropped)
 
 
 def nearest_outside(frames: Iterator[Any], start: int, stop: int) -> Iterator[Any]:
@@ -268,11 +328,10 @@ def upscaled_in_batches(
     clock: Clock,
 ) -> Iterator[tuple[SourceFrame, torch.Tensor]]:
     """Each decoded frame with its upscaled picture, ``batch`` frames at a time through a
-    frame-by-frame upscaler (frames already at ``size`` pass untouched)."""
+    frame-by-frame upscaler (frames already at ``size`` pass untouched). The decoder's time
+    is its own (the caller's ``timed``): here it may be a wait for the decode thread."""
     while True:
-        started = time.perf_counter()
         frames = list(itertools.islice(decoded, batch))
-        clock["decode"] += time.perf_counter() - started
         if not frames:
             return
         started = time.perf_counter()
@@ -297,6 +356,8 @@ def upscaled_in_windows(
     keep: Callable[[Iterator[Any]], Iterator[Any]],
     device: torch.device,
     clock: Clock,
+    stages: Overlap,
+    reader: Reader | None = None,
 ) -> Iterator[tuple[SourceFrame, torch.Tensor]]:
     """The frames ``keep`` picks from those in ``span`` (pts, inclusive), with their
     pictures upscaled by a video upscaler. It reads windows of consecutive frames placed by
@@ -317,7 +378,8 @@ def upscaled_in_windows(
 
     def read() -> Iterator[torch.Tensor]:
         expected = first
-        for frame in decode_range(source, info, index[first], index[last], device):
+        frames = reader or partial(decode_range, source, info, device=device)
+        for frame in frames(index[first], index[last]):
             if frame.pts != index[expected]:
                 raise UnsupportedMedia(
                     f"{Path(source).name}: frame {expected} does not decode where the "
@@ -328,11 +390,16 @@ def upscaled_in_windows(
                 pictures[frame.pts] = frame.image
             yield frame.image[0]
 
+    waited = {"decode": 0.0}
+    decoded = stages.ahead(timed(read(), clock, "decode"), DECODE_AHEAD, "decode")
+    decoded = timed(decoded, waited, "decode")
     started = time.perf_counter()
     at = start
-    outputs = upscaler.stream(read(), size, first=first, start=start, stop=stop, total=len(index))
+    outputs = upscaler.stream(decoded, size, first=first, start=start, stop=stop, total=len(index))
     for out in outputs:
-        clock["upscale"] += time.perf_counter() - started
+        # The network's time, not the decoder's (done here, or waited for in its thread).
+        clock["upscale"] += time.perf_counter() - started - waited["decode"]
+        waited["decode"] = 0.0
         for i in range(out.shape[0]):
             pts = index[at + i]
             if pts in wanted_set:
@@ -352,6 +419,8 @@ class SourceSpan:
     true_time: dict[int, Fraction] | None = None
     # Whether the one frame either side of the chunk is kept, for motion over four frames.
     neighbours: bool = False
+    # The cadence whose repeats were dropped, if any.
+    retiming: Retiming | None = None
 
     def keep(self, frames: Iterator[Any]) -> Iterator[Any]:
         """The decoded frames the chunk's output needs (anything with a ``pts``)."""
@@ -383,7 +452,9 @@ def source_span(
     if drop_repeats:
         found = original_times(source, info, plan, context=int(neighbours))
         if found is not None:
-            return SourceSpan(plan, *found, neighbours=neighbours)
+            return SourceSpan(
+                plan, found.first_pts, found.last_pts, found.true_time, neighbours, found
+            )
     return SourceSpan(plan, first_pts, last_pts, neighbours=neighbours)
 
 
@@ -396,14 +467,25 @@ def upscaled_frames(
     batch: int,
     device: torch.device,
     clock: Clock,
+    stages: Overlap,
+    reader: Reader | None = None,
 ) -> Iterator[tuple[SourceFrame, torch.Tensor]]:
     """The span's kept frames with their upscaled pictures: a video upscaler reads windows
-    of frames placed in the film, a frame upscaler takes the kept frames ``batch`` at a time."""
+    of frames placed in the film, a frame upscaler takes the kept frames ``batch`` at a time.
+    The decoder and the upscaler each run in a thread of ``stages``; the upscaler keeps up
+    to one batch (window) of frames ready: the frames of one come out at once, and room for
+    them all lets the next start while they are read."""
     if isinstance(upscaler, VideoUpscaler) and size != info.upright_size[::-1]:
         pts = (span.first_pts, span.last_pts)
-        return upscaled_in_windows(source, info, upscaler, size, pts, span.keep, device, clock)
-    decoded = span.keep(decode_range(source, info, span.first_pts, span.last_pts, device))
-    return upscaled_in_batches(decoded, upscaler, size, batch, clock)
+        windows = upscaled_in_windows(
+            source, info, upscaler, size, pts, span.keep, device, clock, stages, reader
+        )
+        return stages.ahead(windows, upscaler.grid.core, "upscale")
+    read = reader or partial(decode_range, source, info, device=device)
+    decoded = span.keep(read(span.first_pts, span.last_pts))
+    decoded = stages.ahead(timed(decoded, clock, "decode"), max(DECODE_AHEAD, batch), "decode")
+    upscaled = upscaled_in_batches(decoded, upscaler, size, batch, clock)
+    return stages.ahead(upscaled, batch, "upscale")
 
 
 def timed_frames(
@@ -413,11 +495,22 @@ def timed_frames(
     result: ChunkResult,
 ) -> Iterator[TimedFrame]:
     """The upscaled frames placed in film time, counted in ``result``; ``should_stop`` is
-    asked before each."""
+    asked before each. A cut between two frames is reported (at the second's time) by the
+    chunk that owns the first: every chunk decodes the next one's first frame, so each cut
+    is found once, wherever the chunks are cut."""
+    plan, previous = span.plan, None
     for index, (frame, out) in enumerate(pairs):
         check(should_stop)
         result.frames_in += 1
-        yield TimedFrame(index, span.time_of(frame.pts), frame.image, out)
+        current = TimedFrame(index, span.time_of(frame.pts), frame.image, out)
+        owner = previous is not None and plan.start <= previous.time < plan.stop
+        if owner and previous and is_scene_cut(previous.src, current.src):
+            result.report.cuts.append(float(current.time))
+        if plan.start <= current.time < plan.stop:
+            mean = round(float(current.src.mean()), 5)
+            result.report.brightness.append((round(float(current.time), 6), mean))
+        previous = current
+        yield current
 
 
 # A pair of neighbouring frames (left, right) with the frames either side: (before, left,
@@ -443,12 +536,12 @@ def neighbourhoods(frames: Iterable[TimedFrame]) -> Iterator[Neighbourhood]:
 def in_between(
     interpolator: Interpolator | None,
     should_stop: ShouldStop,
-    clock: Clock,
+    result: ChunkResult,
     around: Neighbourhood,
     times: Sequence[float],
 ) -> list[torch.Tensor]:
-    """The interpolated frames at ``times`` (0 < t < 1) of ``around``'s pair; none after
-    the last frame, or without an interpolator."""
+    """The interpolated frames at ``times`` (0 < t < 1) of ``around``'s pair, each with the
+    interpolator's confidence reported; none after the last frame, or without one."""
     before, left, right, after = around
     if not times or right is None or interpolator is None:
         return []
@@ -456,7 +549,11 @@ def in_between(
     started = time.perf_counter()
     with torch.inference_mode():
         made = interpolator.between(left, right, times, before, after)
-    clock["interpolate"] += time.perf_counter() - started
+    result.seconds["interpolate"] += time.perf_counter() - started
+    for t, frame, sure in zip(times, made, interpolator.take_confidence(), strict=False):
+        if sure is not None:
+            moment = left.time + Fraction(t).limit_denominator(1_000_000) * (right.time - left.time)
+            result.report.made(moment, sure, frame)
     return made
 
 
@@ -515,9 +612,11 @@ def write_outputs(
     writer: VideoWriter,
     result: ChunkResult,
     on_progress: ProgressCallback | None,
+    should_stop: ShouldStop = never,
 ) -> None:
     """Encode the output frames, counted in ``result``; progress is reported after each
-    source frame's share."""
+    source frame's share, then ``should_stop`` asked: the stages before run ahead, so the
+    frames they have queued are not all encoded first."""
     for frames in outputs:
         started = time.perf_counter()
         for frame in frames:
@@ -526,6 +625,7 @@ def write_outputs(
         result.seconds["encode"] += time.perf_counter() - started
         if frames and on_progress is not None:
             on_progress(result.frames_out)
+        check(should_stop)
 
 
 def chunk_upscaler(
@@ -545,7 +645,7 @@ def chunk_upscaler(
 def video_spec(options: Options, target: Target) -> VideoSpec:
     """What a chunk file is encoded as."""
     return VideoSpec(
-        codec=options.codec,
+        codec=target.codec,
         width=target.width,
         height=target.height,
         time_base=target.time_base,
@@ -568,16 +668,23 @@ def process_chunk(
     should_stop: ShouldStop = never,
     device: torch.device | None = None,
     info: MediaInfo | None = None,
+    overlap: bool = True,
+    repair: RepairPlan | None = None,
 ) -> ChunkResult:
     """Decode the chunk's source frames, upscale, interpolate and encode them to ``output``.
 
     A flat pipeline that the writer pulls a frame at a time: the span's source frames,
-    upscaled, placed in time, retimed (interpolated between), written."""
+    upscaled, placed in time, retimed (interpolated between), written. Decode, upscale and
+    interpolate each run in their own thread, a few frames ahead of the next stage (the
+    same frames come out; ``overlap=False`` runs them one after another in this thread).
+    ``repair`` is the film's repair plan (``plan_repair``); without one it is planned
+    here, from the same sample of the whole film, so every chunk gets the same plan."""
+    started = time.perf_counter()
     info = info or probe(source)
     device = device or pick_device()
     target = resolve_target(info, options)
     output = Path(output)
-    result = ChunkResult(index=plan.index, path=str(output))
+    result = ChunkResult(index=plan.index, path=str(output), device=str(device))
     upscaler = chunk_upscaler(options, info, device, should_stop)
     interpolator = (
         get_interpolator(options.interpolator, device, should_stop=should_stop)
@@ -587,22 +694,35 @@ def process_chunk(
     neighbours = interpolator is not None and interpolator.uses_neighbours
     drop = bool(target.fps) and options.repeats == "drop"
     span = source_span(source, info, plan, drop_repeats=drop, neighbours=neighbours)
+    if span.retiming is not None:
+        result.report.found_cadence(span.retiming.pattern, span.retiming.original_fps)
+        result.report.repeats += span.retiming.dropped
     size, clock = (target.height, target.width), result.seconds
-    upscaled = upscaled_frames(source, info, span, upscaler, size, options.batch, device, clock)
-    frames = timed_frames(upscaled, span, should_stop, result)
-    outputs = retimed(frames, plan, target, partial(in_between, interpolator, should_stop, clock))
-    part = output.with_name(output.name + ".part")
+    repair = repair if repair is not None else plan_repair(source, info, options, device)
+    interpolate = partial(in_between, interpolator, should_stop, result)
+    spec, part = video_spec(options, target), output.with_name(output.name + ".part")
     try:
-        with VideoWriter(part, video_spec(options, target), CHUNK_MUXER[options.codec]) as writer:
-            write_outputs(outputs, writer, result, on_progress)
+        # Leaving the block, however, stops and joins every stage thread.
+        with Overlap(overlap) as stages, VideoWriter(part, spec, chunk_muxer(spec.codec)) as writer:
+            read = repaired_reader(source, info, repair, device, clock)
+            upscaled = upscaled_frames(
+                source, info, span, upscaler, size, options.batch, device, clock, stages, read
+            )
+            frames = timed_frames(upscaled, span, should_stop, result)
+            outputs = retimed(frames, plan, target, interpolate)
+            outputs = grained(outputs, options.grain, output_tick(plan, target))
+            outputs = stages.ahead(outputs, OUTPUT_AHEAD, "interpolate")
+            write_outputs(outputs, writer, result, on_progress, should_stop)
             if not result.frames_in:
                 raise UnsupportedMedia(
                     f"{Path(source).name}: no frames decoded for chunk {plan.index} "
                     f"(from {float(plan.start):.2f} s); the file is truncated or corrupt"
                 )
+        result.encoder = writer.encoder.name
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
+    result.seconds["wall"] = time.perf_counter() - started
     return result
 
 
@@ -615,31 +735,38 @@ def join_chunks(
     *,
     info: MediaInfo | None = None,
 ) -> Path:
-    """Concatenate chunk files (no re-encoding) and mux the audio the options ask for."""
+    """Concatenate chunk files (no re-encoding) and mux the audio the options ask for. The
+    result starts at the first chunk's first frame: the film's, or a preview's."""
     require_soundtrack(options)
     if len(plans) != len(chunk_files) or not plans:
         raise ProcessingError(f"{len(chunk_files)} chunk files for {len(plans)} chunks")
     info = info or probe(source)
     output = Path(output)
-    container = container_for(output, options.container, options.codec)
+    target = resolve_target(info, options)
+    container = container_for(output, options.container, target.codec)
     fps = options.target_fps()
     plans = sorted(plans, key=lambda p: p.index)
+    origin = chunk_offset(plans[0], fps)  # film time of the result's first frame
     film_start = plans[0].film_start_pts * plans[0].time_base
     duration = plans[-1].stop
-    end = output_count(duration, fps) / fps if fps else duration
+    end = (output_count(duration, fps) / fps if fps else duration) - origin
     parts = [
-        VideoPart(str(path), chunk_offset(plan, fps))
+        VideoPart(str(path), chunk_offset(plan, fps) - origin)
         for plan, path in zip(plans, chunk_files, strict=True)
     ]
-    audio: list[AudioSource] = []
-    if options.audio in ("keep", "add"):
-        audio += [AudioSource(str(source), a.index, film_start) for a in info.audio]
-    if options.audio in ("replace", "add") and options.audio_file:
-        audio.append(_soundtrack(options.audio_file))
+    audio = sound_sources(source, info, film_start, options, origin)
     part = output.with_name(output.name + ".part")
     try:
-        target = resolve_target(info, options)
-        join(parts, part, container, audio, end=end, color=target.color, sar=target.sar)
+        join(
+            parts,
+            part,
+            container,
+            audio,
+            end=end,
+            color=target.color,
+            sar=target.sar,
+            web=options.output_preset == "web",
+        )
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
@@ -652,30 +779,70 @@ def require_soundtrack(options: Options) -> None:
         raise InvalidInput(f"audio mode {options.audio!r} needs an audio file")
 
 
-def _soundtrack(path: str) -> AudioSource:
-    """The first audio stream of ``path``, starting at the film's first frame."""
+def sound_sources(
+    source: str | Path,
+    info: MediaInfo,
+    film_start: Fraction,
+    options: Options,
+    origin: Fraction = Fraction(0),
+) -> list[AudioSource]:
+    """The tracks the result gets: the film's own (keep, add) and the soundtrack (replace,
+    add), in that order, each from ``origin`` (film seconds: a preview's start; there the
+    film's own sound is cut to the sample too). The film's first frame is at ``film_start``
+    in the source file. ``audio_offset`` moves the soundtrack, or with none the film's own
+    tracks; the soundtrack is padded or trimmed to the picture."""
+    offset = Fraction(options.audio_offset).limit_denominator(1_000_000)
+    soundtrack = options.audio in ("replace", "add") and options.audio_file
+    own_shift = Fraction(0) if soundtrack else offset
+    audio = []
+    if options.audio in ("keep", "add"):
+        at = film_start + origin - own_shift
+        audio += [AudioSource(str(source), a.index, at, pad=bool(origin)) for a in info.audio]
+    if soundtrack:
+        audio.append(_soundtrack(options.audio_file or "", offset - origin))
+    return audio
+
+
+def _soundtrack(path: str, offset: Fraction = Fraction(0)) -> AudioSource:
+    """The first audio stream of ``path``, its start at the film's first frame plus
+    ``offset`` seconds, padded to the picture's length."""
     with open_input(path) as container:
         if not container.streams.audio:
             raise UnsupportedMedia(f"{Path(path).name}: no audio stream in the soundtrack file")
         stream = container.streams.audio[0]
         start = (stream.start_time or 0) * Fraction(stream.time_base or 1)
-        return AudioSource(path, stream.index, start)
+        return AudioSource(path, stream.index, start - offset, pad=True)
 
 
 def plan_file(
-    source: str | Path, chunk_seconds: float, info: MediaInfo | None = None
+    source: str | Path,
+    chunk_seconds: float,
+    info: MediaInfo | None = None,
+    preview: tuple[str, float] | None = None,
 ) -> list[ChunkPlan]:
-    """Scan the film's frame times and cut it into chunks of about ``chunk_seconds``."""
+    """Scan the film's frame times and cut it into chunks of about ``chunk_seconds``; a
+    ``preview`` (start in seconds or ``auto``, length: ``Options.preview``) plans that
+    stretch only."""
     index = scan_frames(source)
-    check_complete(info or probe(source), index)
-    return plan_chunks(index.pts, index.end_pts, index.time_base, chunk_seconds, index.keyframes)
+    info = info or probe(source)
+    check_complete(info, index)
+    if preview is None:
+        return plan_chunks(
+            index.pts, index.end_pts, index.time_base, chunk_seconds, index.keyframes
+        )
+    length = Fraction(preview[1]).limit_denominator(1000)
+    if preview[0] == "auto":
+        start = busy_moment(source, info, index, length)
+    else:
+        start = Fraction(preview[0]).limit_denominator(1000)
+    return preview_plans(index, start, length, chunk_seconds)
 
 
 def expected_frames(plans: Sequence[ChunkPlan], fps: Fraction | None) -> int:
-    """How many frames the output will have."""
+    """How many frames the output will have (a preview's: those of its stretch)."""
     if fps is None:
         return sum(p.frames for p in plans)
-    return output_count(plans[-1].stop, fps)
+    return output_count(plans[-1].stop, fps) - output_count(plans[0].start, fps)
 
 
 def process_file(
@@ -687,31 +854,33 @@ def process_file(
     on_plan: Callable[[Sequence[ChunkPlan], int], None] | None = None,
     device: torch.device | None = None,
     work_dir: str | Path | None = None,
+    overlap: bool = True,
 ) -> FileResult:
-    """Process a whole film: plan, run every chunk, join; chunk files go in a temporary folder."""
+    """Process a whole film: plan, run every chunk, join; chunk files go in a temporary folder.
+    ``overlap``: the chunks' stages run at once (see ``process_chunk``)."""
     started = time.perf_counter()
     output = Path(output)
-    container_for(output, options.container, options.codec)
+    # The container takes every codec the preset may pick for this film (H.264/H.265).
+    container_for(output, options.container, options.codec_for(8))
     require_soundtrack(options)
     if options.audio_file:
         _soundtrack(options.audio_file)
     info = probe(source)
-    if info.interlaced:
-        # Upscaling weaves the two fields together; deinterlacing is a later stage.
-        log.warning("interlaced_source", field_order=info.field_order)
     resolve_target(info, options)
-    plans = plan_file(source, options.chunk_length(), info)
+    plans = plan_file(source, options.chunk_length(), info, options.preview())
     fps = options.target_fps()
     if on_plan is not None:
         on_plan(plans, expected_frames(plans, fps))
     device = device or pick_device()
+    # Decided once for the film (interlacing included), so every chunk repairs alike.
+    repair = plan_repair(source, info, options, device)
     work = Path(tempfile.mkdtemp(prefix=".lumiere-", dir=work_dir or output.parent))
     try:
         done = 0
         results = []
         files = []
         for plan in plans:
-            path = work / f"{plan.index:05d}.{CHUNK_MUXER[options.codec]}"
+            path = work / f"{plan.index:05d}.{chunk_muxer(options.codec)}"
             base = done
 
             def progress(n: int, base: int = base) -> None:
@@ -719,7 +888,15 @@ def process_file(
                     on_progress(base + n)
 
             result = process_chunk(
-                source, plan, options, path, on_progress=progress, device=device, info=info
+                source,
+                plan,
+                options,
+                path,
+                on_progress=progress,
+                device=device,
+                info=info,
+                overlap=overlap,
+                repair=repair,
             )
             done += result.frames_out
             results.append(result)
@@ -736,4 +913,5 @@ def process_file(
         frames_out=done,
         seconds=time.perf_counter() - started,
         join_seconds=joined,
+        repair=repair,
     )

@@ -35,6 +35,9 @@ class ChunkPlan:
     stop_pts: int
     # Source frames owned (start_pts up to, not including, stop_pts).
     frames: int
+    # 1 when the film goes on after the job's last chunk (a preview of a stretch of it):
+    # that chunk then reads past its end like any other, so its frames come out the same.
+    more_after: int = 0
 
     @property
     def time_base(self) -> Fraction:
@@ -44,7 +47,7 @@ class ChunkPlan:
     @property
     def last(self) -> bool:
         """Whether this is the film's final chunk (nothing to decode after ``stop_pts``)."""
-        return self.index == self.count - 1
+        return self.index == self.count - 1 and not self.more_after
 
     @property
     def start(self) -> Fraction:
@@ -62,8 +65,10 @@ class ChunkPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChunkPlan:
-        """Rebuild a plan from ``to_dict``'s output."""
-        return cls(**{name: int(data[name]) for name in cls.__dataclass_fields__})
+        """Rebuild a plan from ``to_dict``'s output (plans stored before ``more_after``
+        existed have none: they cover the whole film)."""
+        fields = [name for name in cls.__dataclass_fields__ if name in data or name != "more_after"]
+        return cls(**{name: int(data[name]) for name in fields})
 
 
 def plan_chunks(
@@ -72,8 +77,14 @@ def plan_chunks(
     time_base: Fraction,
     chunk_seconds: float,
     keyframes: frozenset[int] = frozenset(),
+    film_start_pts: int | None = None,
+    more_after: bool = False,
 ) -> list[ChunkPlan]:
-    """Cut the frames at ``pts`` (sorted) into chunks of about ``chunk_seconds`` each."""
+    """Cut the frames at ``pts`` (sorted) into chunks of about ``chunk_seconds`` each.
+
+    A preview plans a stretch of a film: ``pts`` are its frames, ``film_start_pts`` the
+    film's first (times stay the film's), ``end_pts`` the next frame's and ``more_after``
+    says that one exists."""
     if chunk_seconds <= 0:
         raise InvalidInput(f"chunk length must be positive, got {chunk_seconds} s")
     if not pts:
@@ -101,10 +112,11 @@ def plan_chunks(
             count=len(starts),
             time_base_num=time_base.numerator,
             time_base_den=time_base.denominator,
-            film_start_pts=pts[0],
+            film_start_pts=pts[0] if film_start_pts is None else film_start_pts,
             start_pts=pts[a],
             stop_pts=pts[b] if b < len(pts) else end_pts,
             frames=b - a,
+            more_after=int(more_after),
         )
         for k, (a, b) in enumerate(pairwise(bounds))
     ]

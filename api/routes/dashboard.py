@@ -14,11 +14,11 @@ from shared.options import DEFAULT_SCALE, JobOptions, bounds, choices, number_ty
 
 router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).resolve().parent.parent
-STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "report.js": "text/javascript", "app.css": "text/css"}
 
 
 # The form's fields, all from the options model: the usual ones in sight, the rest folded.
-MAIN_FIELDS = ("scale", "fps", "upscaler", "interpolator", "repeats", "codec", "audio")
+MAIN_FIELDS = ("scale", "fps", "upscaler", "interpolator", "repeats", "output_preset", "audio")
 MORE_FIELDS = tuple(
     n for n in JobOptions.model_fields if n not in MAIN_FIELDS and not n.startswith("webhook_")
 )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import KeyDep, SessionDep
+from api.deps import KeyDep, SessionDep, read_in_thread
 from api.services import jobs as service
 from shared.db import session_factory
 from shared.schemas import JobPublic
@@ -36,7 +36,10 @@ async def job_events(
     job_id: str, request: Request, key: KeyDep, session: SessionDep
 ) -> StreamingResponse:
     """Stream the job as it changes (`event: job`, data = the job); ends when it finishes."""
-    await run_in_threadpool(service.get_job, session, key, job_id)  # 404 before streaming
+    # 404 before streaming; the request's connection goes back to the pool at once, not
+    # when the stream ends. Each poll below reads the database as it is, wherever the job
+    # changes, so a stream served by any API process sees every change.
+    await read_in_thread(session, service.get_job, session, key, job_id)
     base = str(request.base_url).rstrip("/")
 
     def load() -> JobPublic:

@@ -11,12 +11,12 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep
+from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep, read_in_thread
 from api.services import jobs as service
 from api.upload_stream import StreamedForm, read_small_body, stream_form_to_s3
 from shared.errors import InvalidInput
 from shared.models import ApiKey, JobStatus, new_id
-from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic
+from shared.schemas import JobCreate, JobOptions, JobPublic, JobReport, JobsPublic
 from shared.storage import Storage, input_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -122,8 +122,11 @@ def _from_form(
     return service.public(session, job, base)
 
 
+# The two routes clients poll are coroutines that make one trip to a worker thread for all
+# their database work (the sync routes make one for the route and one more to check what
+# it returns).
 @router.get("", response_model=JobsPublic)
-def list_jobs(
+async def list_jobs(
     request: Request,
     key: KeyDep,
     session: SessionDep,
@@ -132,13 +135,15 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobsPublic:
     """Your jobs, newest first; filter by status; follow `next_cursor` for more."""
-    return service.list_jobs(session, key, _base(request), status, cursor, limit)
+    return await read_in_thread(
+        session, service.list_jobs, session, key, _base(request), status, cursor, limit
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> JobPublic:
+async def get_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> JobPublic:
     """Status, stage, progress, ETA, timings, error, input and output metadata."""
-    return service.public(session, service.get_job(session, key, job_id), _base(request))
+    return await read_in_thread(session, service.public_job, session, key, job_id, _base(request))
 
 
 _URL_BODY: dict[str, Any] = {
@@ -203,6 +208,16 @@ def get_preview(
     """A source frame (`before`) or the same restored frame (`after`) of a finished job."""
     url = service.preview_url(session, key, job_id, which, storage, settings.presign_expiry_s)
     return _to(url, redirect)
+
+
+@router.get("/{job_id}/report", response_model=JobReport)
+def get_report(
+    job_id: str, key: KeyDep, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> JobReport:
+    """What the workers measured of a finished job's film: the cuts, the cadence and the
+    repeats dropped, each stage's time, speed, device and model (with its checksum), every
+    interpolated frame's confidence and the least confident moments, with pictures."""
+    return service.job_report(session, key, job_id, storage, settings.presign_expiry_s)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -1,6 +1,10 @@
 """/metrics: Prometheus counters of requests and responses, gauges of the work in the system.
 
-Counters live in ``registry`` for the life of the process. Gauges (jobs, chunks, queues,
+Counters (``registry``) count every process of the API together: launched by `lumiere api`
+or `lumiere up`, each process keeps them in files of one directory (prometheus_client's
+multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), and a scrape, whichever process answers it,
+adds them all up; a process that was restarted keeps its counts there. Started any other way
+(a bare ``uvicorn``), they are the answering process's own. Gauges (jobs, chunks, queues,
 workers) are read afresh at each scrape into a registry of their own, so a status nobody is
 in any more reads 0 and a gauge that could not be read (Redis down) is left out, not stale.
 """
@@ -20,6 +24,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
+    values,
 )
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
@@ -36,6 +42,9 @@ from shared.models import Chunk, ChunkStatus, Job, JobStatus
 log = get_logger(__name__)
 
 router = APIRouter(tags=["health"])
+# prometheus_client chose where values live when it was imported: in files shared by the
+# API's processes when the launcher named a directory, else in this process's memory.
+SHARED = values.ValueClass is not values.MutexValue
 registry = CollectorRegistry()
 REQUESTS = Counter(
     "lumiere_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
@@ -150,6 +159,13 @@ def metrics(session: SessionDep, settings: SettingsDep) -> Response:
     fresh = CollectorRegistry()
     _work_gauges(fresh, session)
     _broker_gauges(fresh, settings)
-    return Response(
-        generate_latest(registry) + generate_latest(fresh), media_type=CONTENT_TYPE_LATEST
-    )
+    return Response(counters() + generate_latest(fresh), media_type=CONTENT_TYPE_LATEST)
+
+
+def counters() -> bytes:
+    """The request counters of every API process (of this one, outside multiprocess mode)."""
+    if not SHARED:
+        return generate_latest(registry)
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)
+    return generate_latest(merged)

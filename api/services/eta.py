@@ -7,12 +7,20 @@ Work is counted in worker-seconds: the frames a job has still to make, times its
 frame — the median over its own finished chunks (else the one running), else over the chunks
 any job finished in the last hour — shared among the chunks running now. Where nothing has
 been measured yet there is no ETA: `None` is honest, a guess is not.
+
+Each API process reads the queue at most once a second (``QueueView``), however many clients
+poll: positions are at most that old and ETAs count down by the snapshot's age. It is read
+again at once when a chunk was done since (one indexed lookup tells), or when a job asked
+about was seen otherwise (just submitted, planned since): no API process answers with an ETA
+older than the progress another one shows.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -22,6 +30,7 @@ from shared.jobs import ACTIVE
 from shared.models import Chunk, ChunkStatus, Job, utcnow
 
 RECENT = timedelta(hours=1)
+SNAPSHOT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,10 @@ class Standing:
     eta_seconds: float | None = None
 
 
+# A job as the poll that asks about it read it: status, stage, chunks done.
+Seen = tuple[str, str, int]
+
+
 @dataclass(frozen=True)
 class Work:
     """An active job's chunk work: frames left, and what its chunks have measured."""
@@ -43,6 +56,7 @@ class Work:
     running: int  # its chunks running now
     started: bool  # some of its chunks ran or run
     seconds_per_frame: float | None
+    seen: Seen = ("", "", 0)  # its status, stage and chunks done when this was read
 
     def seconds(self, fallback: float | None) -> float | None:
         """Worker-seconds of chunk work left; ``None`` when it cannot be known yet."""
@@ -77,6 +91,8 @@ def active_work(session: Session) -> list[Work]:
             Job.id,
             Job.frames_total,
             Job.stage,
+            Job.status,
+            func.count(Chunk.id).filter(done),
             func.coalesce(func.sum(Chunk.frames_done), 0),
             func.count(Chunk.id).filter(running),
             _median(case((done, _per_frame()))),
@@ -90,7 +106,7 @@ def active_work(session: Session) -> list[Work]:
         .order_by(func.min(Chunk.id).asc().nulls_last(), Job.created_at, Job.id)
     ).all()
     found = []
-    for job_id, total, stage, made, n_running, d_rate, r_frames, r_secs in rows:
+    for job_id, total, stage, status, n_done, made, n_running, d_rate, r_frames, r_secs in rows:
         planned = bool(total) and stage not in ("queued", "planning")
         found.append(
             Work(
@@ -99,6 +115,7 @@ def active_work(session: Session) -> list[Work]:
                 int(n_running),
                 bool(n_running or d_rate is not None or made),
                 _positive(d_rate) or _rate(r_frames, r_secs),
+                (str(status), str(stage), int(n_done)),
             )
         )
     return found
@@ -125,11 +142,16 @@ def recent_seconds_per_frame(session: Session) -> float | None:
     return _positive(rate)
 
 
-def standings(session: Session, jobs: list[Job]) -> dict[str, Standing]:
-    """Queue position and ETA of each of ``jobs`` (a default `Standing` for finished ones)."""
-    wanted = {job.id for job in jobs if job.status in ACTIVE}
-    if not wanted:
-        return {}
+def last_done(session: Session) -> datetime | None:
+    """When a chunk was last done (one row off an index): standings change with it."""
+    return session.scalar(
+        select(func.max(Chunk.finished_at)).where(Chunk.status == ChunkStatus.DONE)
+    )
+
+
+def queue_standings(session: Session) -> tuple[dict[str, Standing], dict[str, Seen]]:
+    """Queue position and ETA of every active job, read afresh (two queries), and what
+    was read of each."""
     work = active_work(session)
     fallback = recent_seconds_per_frame(session)
     sharing = max(1, sum(w.running for w in work))  # chunks running now, in parallel
@@ -138,13 +160,89 @@ def standings(session: Session, jobs: list[Job]) -> dict[str, Standing]:
     waiting = 0  # jobs ahead that have not started yet
     for item in work:
         left = item.seconds(fallback)
-        if item.job_id in wanted:
-            position = None if item.started or item.frames_left == 0 else waiting + 1
-            eta = None
-            if ahead is not None and left is not None and item.frames_left:
-                eta = round((ahead + left) / sharing, 1)
-            found[item.job_id] = Standing(position, eta)
+        position = None if item.started or item.frames_left == 0 else waiting + 1
+        eta = None
+        if ahead is not None and left is not None and item.frames_left:
+            eta = (ahead + left) / sharing
+        found[item.job_id] = Standing(position, eta)
         if item.frames_left != 0 and not item.started:
             waiting += 1
         ahead = None if ahead is None or left is None else ahead + left
-    return found
+    return found, {item.job_id: item.seen for item in work}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every active job's standing as of ``taken`` (``time.monotonic()``)."""
+
+    places: dict[str, Standing]
+    seen: dict[str, Seen]
+    mark: datetime | None  # ``last_done`` when it was read
+    taken: float
+
+    def knows(self, wanted: dict[str, Seen]) -> bool:
+        """Whether it saw each of ``wanted`` as its caller did, or later (more chunks done)."""
+        for job_id, (status, stage, done) in wanted.items():
+            seen = self.seen.get(job_id)
+            if seen is None or seen[:2] != (status, stage) or seen[2] < done:
+                return False
+        return True
+
+
+class QueueView:
+    """The queue as this process last read it, read again once it is ``max_age_s`` old (or
+    misses a job asked about): a thousand polls a second cost two queries a second."""
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+
+    def _usable(self, snapshot: Snapshot, wanted: dict[str, Seen], mark: datetime | None) -> bool:
+        fresh = time.monotonic() - snapshot.taken < self.max_age_s
+        return fresh and snapshot.mark == mark and snapshot.knows(wanted)
+
+    def snapshot(self, session: Session, wanted: dict[str, Seen]) -> Snapshot:
+        """A snapshot fresh enough that knows ``wanted`` (unless they just finished)."""
+        mark = last_done(session)
+        snapshot = self._snapshot
+        if snapshot is not None and self._usable(snapshot, wanted, mark):
+            return snapshot
+        knows = snapshot is not None and snapshot.mark == mark and snapshot.knows(wanted)
+        # One reader at a time. While it reads, a caller the old snapshot can answer takes
+        # that instead of waiting (and holding a database thread) for the new one.
+        if not self._lock.acquire(blocking=not knows):
+            assert snapshot is not None
+            return snapshot
+        try:
+            snapshot = self._snapshot
+            if snapshot is None or not self._usable(snapshot, wanted, mark):
+                taken = time.monotonic()
+                places, seen = queue_standings(session)
+                snapshot = self._snapshot = Snapshot(places, seen, mark, taken)
+            return snapshot
+        finally:
+            self._lock.release()
+
+    def standings(self, session: Session, wanted: dict[str, Seen]) -> dict[str, Standing]:
+        """The standings of the ``wanted`` jobs, their ETAs counted from now."""
+        snapshot = self.snapshot(session, wanted)
+        age = time.monotonic() - snapshot.taken
+        found = {}
+        for job_id in wanted.keys() & snapshot.places.keys():
+            place = snapshot.places[job_id]
+            eta = None if place.eta_seconds is None else max(0.0, place.eta_seconds - age)
+            found[job_id] = Standing(place.position, None if eta is None else round(eta, 1))
+        return found
+
+
+QUEUE = QueueView(SNAPSHOT_S)
+
+
+def standings(session: Session, jobs: list[tuple[Job, int]]) -> dict[str, Standing]:
+    """Queue position and ETA of each of ``jobs``, given with their chunks done as the caller
+    read them (a default `Standing` for finished ones)."""
+    wanted = {
+        job.id: (job.status.value, job.stage, done) for job, done in jobs if job.status in ACTIVE
+    }
+    return QUEUE.standings(session, wanted) if wanted else {}

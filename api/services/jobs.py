@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Select, func, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from api.services.eta import Standing, standings
@@ -28,8 +28,9 @@ from shared.models import (
     UploadStatus,
     new_id,
 )
-from shared.schemas import JobCreate, JobOptions, JobPublic, JobsPublic, public_meta
-from shared.storage import Storage, job_prefix
+from shared.schemas import JobCreate, JobOptions, JobPublic, JobReport, JobsPublic, public_meta
+from shared.storage import Storage, job_prefix, report_key
+from shared.storage import input_key as input_key_of
 from shared.webhooks import check_url
 
 
@@ -117,22 +118,35 @@ def _take_upload(session: Session, key: ApiKey, upload_id: str, storage: Storage
 def create_job_from_uploads(
     session: Session, key: ApiKey, body: JobCreate, storage: Storage
 ) -> Job:
-    """A job whose film (and soundtrack) were uploaded earlier with presigned URLs."""
+    """A job whose film (and soundtrack) were uploaded earlier with presigned URLs, or are
+    an earlier job's (copied: deleting that job leaves this one whole)."""
     refuse_control_characters(body.model_dump())
-    upload = _take_upload(session, key, body.upload_id, storage)
+    names = {"upload_id", "audio_upload_id", "source_job"}
+    options = JobOptions.model_validate(body.model_dump(exclude=names))
     audio = (
         _take_upload(session, key, body.audio_upload_id, storage) if body.audio_upload_id else None
     )
-    options = JobOptions.model_validate(body.model_dump(exclude={"upload_id", "audio_upload_id"}))
+    audio_key = audio.key if audio else None
+    job_id = new_id()
+    if body.source_job is not None:
+        source = get_job(session, key, body.source_job)
+        input_key, filename, size = input_key_of(job_id), source.input_filename, source.input_size
+        storage.copy(source.input_key, input_key)
+        if audio_key is None and source.audio_key and options.audio in ("replace", "add"):
+            audio_key = f"jobs/{job_id}/audio"
+            storage.copy(source.audio_key, audio_key)
+    else:
+        upload = _take_upload(session, key, body.upload_id or "", storage)
+        input_key, filename, size = upload.key, upload.filename, upload.size
     return create_job(
         session,
         key,
-        new_id(),
+        job_id,
         options,
-        input_key=upload.key,
-        filename=upload.filename,
-        size=upload.size,
-        audio_key=audio.key if audio else None,
+        input_key=input_key,
+        filename=filename,
+        size=size,
+        audio_key=audio_key,
     )
 
 
@@ -181,7 +195,31 @@ def to_public(job: Job, counts: tuple[int, int], standing: Standing, base_url: s
 def public(session: Session, job: Job, base_url: str) -> JobPublic:
     """One job as clients see it."""
     counts = chunk_counts(session, [job.id]).get(job.id, (0, 0))
-    return to_public(job, counts, standings(session, [job]).get(job.id, Standing()), base_url)
+    place = standings(session, [(job, counts[0])]).get(job.id, Standing())
+    return to_public(job, counts, place, base_url)
+
+
+def _with_counts(session: Session, query: Select[Job]) -> list[tuple[Job, tuple[int, int]]]:
+    """The jobs ``query`` finds, each with (chunks done, frames done) summed in the same
+    query: a poll or a page of the list is one round trip to the database, not two."""
+    done = func.count().filter(Chunk.status == ChunkStatus.DONE)
+    counts = (
+        select(done.label("done"), func.coalesce(func.sum(Chunk.frames_done), 0).label("frames"))
+        .where(Chunk.job_id == Job.id)
+        .lateral("counts")
+    )
+    rows = session.execute(query.add_columns(counts.c.done, counts.c.frames).join(counts, true()))
+    return [(job, (int(n), int(frames))) for job, n, frames in rows]
+
+
+def public_job(session: Session, key: ApiKey, job_id: str, base_url: str) -> JobPublic:
+    """The caller's job ``job_id`` as clients see it (``NotFound`` as ``get_job``)."""
+    found = _with_counts(session, select(Job).where(Job.id == job_id)) if is_id(job_id) else []
+    if not found or found[0][0].api_key_id != key.id:
+        raise NotFound(f"no job {job_id}")
+    job, counts = found[0]
+    place = standings(session, [(job, counts[0])]).get(job.id, Standing())
+    return to_public(job, counts, place, base_url)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -214,19 +252,18 @@ def list_jobs(
     if cursor:
         created, job_id = _decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
-    jobs = list(
-        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    found = _with_counts(
+        session, query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     )
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    counts = chunk_counts(session, [j.id for j in jobs])
-    places = standings(session, jobs)
+    more = len(found) > limit
+    found = found[:limit]
+    places = standings(session, [(job, counts[0]) for job, counts in found])
     return JobsPublic(
         data=[
-            to_public(j, counts.get(j.id, (0, 0)), places.get(j.id, Standing()), base_url)
-            for j in jobs
+            to_public(job, counts, places.get(job.id, Standing()), base_url)
+            for job, counts in found
         ],
-        next_cursor=_encode_cursor(jobs[-1]) if more and jobs else None,
+        next_cursor=_encode_cursor(found[-1][0]) if more and found else None,
     )
 
 
@@ -296,6 +333,23 @@ def result_url(session: Session, key: ApiKey, job_id: str, storage: Storage, exp
     stem = job.input_filename.rsplit(".", 1)[0] or "film"
     ext = job.output_key.rsplit(".", 1)[-1]
     return storage.presigned_get(job.output_key, expires, filename=f"{stem}-restored.{ext}")
+
+
+def job_report(
+    session: Session, key: ApiKey, job_id: str, storage: Storage, expires: int
+) -> JobReport:
+    """A finished job's quality report, its moments' pictures as presigned URLs."""
+    job = get_job(session, key, job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job_id} is {job.status.value}; its report is made when it succeeds")
+    stored = report_key(job_id)
+    if storage.size(stored) is None:
+        raise NotFound(f"job {job_id} has no report: it finished before reports were made")
+    report = json.loads(storage.get_bytes(stored))
+    for moment in report["low_confidence"]:
+        picture = report_key(job_id, f"moments/{moment['thumbnail']}")
+        moment["thumbnail"] = storage.presigned_get(picture, expires)
+    return JobReport.model_validate(report)
 
 
 def preview_url(

@@ -5,6 +5,7 @@ const $ = (selector, root = document) => root.querySelector(selector);
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 let key = localStorage.getItem("lumiere-key") || "";
 const stillsLoaded = new Set();
+const jobs = new Map();  // id -> the job as last listed
 
 function api(path, options = {}) {
   const headers = { ...(options.headers || {}), Authorization: `Bearer ${key}` };
@@ -60,14 +61,15 @@ $("#file").addEventListener("change", () => {
   $("#drop-text").textContent = file ? `${file.name} (${(file.size / 1e6).toFixed(1)} MB)` : "Drop a film here, or choose one";
 });
 
-// XMLHttpRequest, not fetch: it reports upload progress.
-$("#upload-form").addEventListener("submit", (event) => {
-  event.preventDefault();
+// Send the form's film and options (``extra`` on top: a preview's stretch). XMLHttpRequest,
+// not fetch: it reports upload progress.
+function upload(formNode, extra = {}) {
   const form = new FormData();
-  for (const [name, value] of new FormData(event.target)) {
+  for (const [name, value] of new FormData(formNode)) {
     if (name === "file" || value === "" || (value instanceof File && !value.name)) continue;
-    form.append(name, value);
+    form.append(name, value);  // "audio" twice: the mode and the soundtrack file
   }
+  for (const [name, value] of Object.entries(extra)) if (!form.has(name)) form.append(name, value);
   form.append("file", $("#file").files[0]);  // options first: the server validates as it streams
   const bar = $("#upload-progress");
   const status = $("#upload-status");
@@ -85,7 +87,7 @@ $("#upload-form").addEventListener("submit", (event) => {
     if (request.status === 201) {
       bar.value = 1;
       status.textContent = `Uploaded: job ${body.id}`;
-      event.target.reset();
+      formNode.reset();
       $("#drop-text").textContent = "Drop a film here, or choose one";
       refresh();
     } else {
@@ -94,6 +96,15 @@ $("#upload-form").addEventListener("submit", (event) => {
   };
   request.onerror = () => { button.disabled = false; status.textContent = "Upload failed: network error, try again."; };
   request.send(form);
+}
+
+$("#upload-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  upload(event.target);
+});
+$("#preview-btn").addEventListener("click", () => {
+  const formNode = $("#upload-form");
+  if (formNode.reportValidity()) upload(formNode, { preview_start: "auto", preview_seconds: "3" });
 });
 
 // What each stage means to someone waiting for a film.
@@ -129,13 +140,43 @@ function duration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
-// The options a job was given, in a line: "×2 · faithful · motion · 60 fps · h264 · sound: keep".
+// The options a job was given, in a line: "×2 · faithful · motion · 60 fps · auto · sound: keep".
 function summary(job) {
   const o = job.options;
   const size = o.width || o.height ? `${o.width || "auto"}×${o.height || "auto"}` : `×${o.scale}`;
   const parts = [size, o.upscaler, o.fps ? `${o.interpolator} · ${o.fps} fps` : "source timing"];
-  parts.push(o.codec, `sound: ${o.audio}`, `id ${job.id.slice(0, 8)}`);
+  parts.push(o.codec || o.output_preset, `sound: ${o.audio}`);
+  const stretch = isPreview(job) && ((job.input.probe || {}).preview || {});
+  if (stretch) {
+    const from = stretch.start != null ? `${stretch.start} s` : o.preview_start || "auto";
+    parts.unshift(`preview of ${stretch.seconds || o.preview_seconds || 3} s from ${from}`);
+  }
+  parts.push(`id ${job.id.slice(0, 8)}`);
   return parts.join(" · ");
+}
+
+// What repair found in the film and did (decided once, from a sample, when it was planned):
+// "Repair: deflickered, dust removed — found grain 1.2 · flicker 4.1 · …".
+function repairs(job) {
+  const probe = job.input.probe || {};
+  const plan = probe.repair;
+  if (!plan) return "";
+  const found = plan.found;
+  const done = [];
+  if (plan.deinterlace) done.push(`deinterlaced (${plan.deinterlace})`);
+  if (plan.deflicker) done.push("deflickered");
+  if (plan.degrain) done.push(`degrained (σ ${plan.degrain.toFixed(1)})`);
+  if (plan.dust) done.push("dust removed");
+  if (plan.stabilise) done.push("weave stabilised");
+  const perMinute = Math.round(found.defects * (found.fps || probe.fps || 24) * 60);
+  const seen = [`grain ${found.noise.toFixed(1)}`, `flicker ${found.flicker.toFixed(1)}`,
+    `weave ${found.weave.toFixed(2)} px`, `~${perMinute} defects/min`,
+    found.combed >= 0.5 ? `interlaced (${found.field_order})` : "progressive"];
+  return `Repair: ${done.join(", ") || "nothing needed"} — found ${seen.join(" · ")}`;
+}
+
+function isPreview(job) {
+  return job.options.preview_start != null || job.options.preview_seconds != null;
 }
 
 function render(job, node) {
@@ -147,9 +188,14 @@ function render(job, node) {
   $(".status", node).textContent = job.status;
   $(".fill", node).style.width = `${Math.round(job.progress * 100)}%`;
   $(".detail", node).textContent = describe(job);
+  $(".repair", node).textContent = repairs(job);
+  $(".repair", node).hidden = !$(".repair", node).textContent;
   $(".error", node).hidden = !job.error || job.status === "cancelled";
   $(".error", node).textContent = job.error || "";
   $(".download", node).hidden = job.status !== "succeeded";
+  $(".report", node).hidden = job.status !== "succeeded";
+  $(".whole", node).hidden = !(isPreview(job) && job.status === "succeeded");
+  if (isPreview(job) && job.status === "succeeded") showClip(job, $(".clip", node));
   $(".cancel", node).hidden = FINAL.has(job.status);
   $(".retry", node).hidden = !(job.retryable && (job.status === "failed" || job.status === "cancelled"));
   if (job.has_preview && !stillsLoaded.has(job.id)) {
@@ -164,6 +210,8 @@ function render(job, node) {
 }
 
 function act(job, action) {
+  if (action === "report") return openReport(jobs.get(job));
+  if (action === "whole") return restoreWhole(jobs.get(job)).then(refresh);
   if (action === "download") {
     return api(`/v1/jobs/${job}/result?redirect=false`).then((body) => { window.location.href = body.url; });
   }
@@ -194,7 +242,7 @@ $("#jobs").addEventListener("click", (event) => {
   const button = event.target.closest("button");
   const node = event.target.closest(".job");
   if (!button || !node) return;
-  const action = ["download", "cancel", "retry", "delete"].find((name) => button.classList.contains(name));
+  const action = ["download", "cancel", "retry", "delete", "report", "whole"].find((name) => button.classList.contains(name));
   act(node.dataset.id, action).catch((error) => alert(error.message));
 });
 
@@ -210,6 +258,7 @@ async function refresh() {
   const seen = new Set();
   page.data.forEach((job, position) => {
     seen.add(job.id);
+    jobs.set(job.id, job);
     let node = list.querySelector(`[data-id="${job.id}"]`);
     if (!node) {
       node = $("#job-template").content.firstElementChild.cloneNode(true);
@@ -219,8 +268,12 @@ async function refresh() {
   });
   [...list.children].forEach((node) => { if (!seen.has(node.dataset.id)) node.remove(); });
   $("#no-jobs").hidden = page.data.length > 0;
+  showComparison(page.data);
 }
 
-show(Boolean(key));
-refresh();
-setInterval(refresh, 1000);
+// Once report.js (previews, reports) has loaded too.
+document.addEventListener("DOMContentLoaded", () => {
+  show(Boolean(key));
+  refresh();
+  setInterval(refresh, 1000);
+});

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from shared.config import Settings
-from tests.clips import make_clip
+from tests.clips import make_clip, make_planted_clip
 from tests.conftest import OUTPUT, make_key
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -60,7 +60,7 @@ def test_upload_watch_progress_and_download(
     job = page.locator(".job").first
     expect(job.locator(".name")).to_have_text("arrival.mp4")
     # Each card says what it is: the date, and the options with the job's id.
-    expect(job.locator(".options")).to_contain_text("×2 · lanczos · blend · 30 fps · h264")
+    expect(job.locator(".options")).to_contain_text("×2 · lanczos · blend · 30 fps · auto")
     expect(job.locator(".options")).to_contain_text("id ")
     expect(job.locator(".when")).not_to_be_empty()
     widths = set()
@@ -160,4 +160,72 @@ def test_api_docs_render_without_the_internet(browser: Browser, api_url: str) ->
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Lumière")
     expect(page.locator(".opblock-summary-path").first).to_be_visible()
     assert outside == []
+    page.close()
+
+
+def _preview_from_the_form(page: Page, clip: Path, interpolator: str) -> None:
+    page.set_input_files("#file", str(clip))
+    page.select_option("select[name=upscaler]", "lanczos")
+    page.select_option("select[name=interpolator]", interpolator)
+    page.fill("input[name=fps]", "48")
+    page.fill("input[name=scale]", "1")
+    if not page.locator("details.more").evaluate("d => d.open"):
+        page.click("details.more summary")
+    for part in ("degrain", "deflicker", "dust", "stabilise", "deinterlace"):
+        page.select_option(f"select[name={part}]", "off")
+    page.click("#preview-btn")
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded", timeout=30_000)
+
+
+def test_previews_side_by_side_the_whole_film_and_the_report(
+    browser: Browser, api_url: str, worker: str, settings: Settings, tmp_path: Path
+) -> None:
+    key = make_key(settings, "previews")
+    clip = make_planted_clip(tmp_path / "planted.mp4")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(api_url)
+    page.fill("#key-input", key)
+    page.click("#save-key")
+    _preview_from_the_form(page, clip, "motion")
+    _preview_from_the_form(page, clip, "blend")
+    cards = page.locator(".job")
+    expect(cards).to_have_count(2)
+    for k in range(2):
+        expect(cards.nth(k).locator(".status")).to_have_text("succeeded", timeout=120_000)
+        expect(cards.nth(k).locator(".options")).to_contain_text(
+            "preview of 2 s from 0 s"
+        )  # all of the 2 s film
+    # Each preview plays in its card, and the two play side by side, in step.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.job video.clip')].every(v => v.readyState >= 1)"
+    )
+    assert abs(cards.first.locator("video.clip").evaluate("v => v.duration") - 2) < 0.1
+    compare = page.locator("#compare-section")
+    expect(compare).to_be_visible(timeout=10_000)
+    expect(compare.locator("video")).to_have_count(2)
+    page.click("#play-together")
+    page.wait_for_timeout(600)
+    times = compare.locator("video").evaluate_all("vs => vs.map(v => [v.paused, v.currentTime])")
+    assert all(not paused for paused, _ in times) and abs(times[0][1] - times[1][1]) < 0.2, times
+
+    # The motion preview's report: the planted cut, the cadence, the occluded moment.
+    motion = cards.filter(has_text="motion · 48 fps")
+    motion.locator("button.report").click()
+    report = page.locator("#report")
+    expect(report).to_be_visible()
+    expect(report.locator(".facts")).to_contain_text("1 cut: 1.01 s")
+    expect(report.locator(".facts")).to_contain_text("cadence 2:1 (from 16 fps)")
+    expect(report.locator(".moments figure")).to_have_count(1)
+    page.wait_for_function("() => document.querySelector('#report .moments img').naturalWidth > 0")
+    points = report.locator("svg.confidence polyline").get_attribute("points") or ""
+    assert len(points.split()) > 40  # a point per made frame
+    expect(report.locator(".stages tbody tr").first).to_be_visible()
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "dashboard-previews-report.png"), full_page=True)
+
+    # And the whole film with those settings, from the same upload.
+    motion.locator("button.whole").click()
+    expect(cards).to_have_count(3)
+    expect(cards.first.locator(".options")).not_to_contain_text("preview")
+    expect(cards.first.locator(".status")).to_have_text("succeeded", timeout=120_000)
     page.close()

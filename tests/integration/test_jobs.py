@@ -112,9 +112,12 @@ def test_curl_multipart_job_runs_in_chunks_and_keeps_sound(
     assert result["rate"] == Fraction(30)
     assert result["audio"] == 1
     assert abs(result["duration"] - 3.0) < 0.1
-    # Chunks were stored at their fixed keys, next to the input and the result.
+    # Chunks were stored at their fixed keys, next to the input and the result, each with
+    # what it measured for the report.
     keys = _objects(settings, f"jobs/{job['id']}/")
-    assert sum("/chunks/" in k for k in keys) == 3
+    assert sum(k.startswith(f"jobs/{job['id']}/chunks/") for k in keys) == 3
+    assert sum(k.startswith(f"jobs/{job['id']}/report/chunks/") for k in keys) == 3
+    assert f"jobs/{job['id']}/report/report.json" in keys
 
 
 def test_presigned_multipart_upload_then_job(

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.clips import make_clip
+from tests.clips import make_clip, sound_times
 from tests.conftest import run_cli, wait_job
 
 FAST = {"upscaler": "lanczos", "interpolator": "blend", "scale": "1", "chunk_seconds": "1"}
@@ -47,9 +47,11 @@ def streams(path: Path) -> list[tuple[str, float]]:
         return found
 
 
-@pytest.mark.parametrize(("mode", "tracks"), [("replace", 1), ("add", 2)])
+@pytest.mark.parametrize(
+    ("mode", "tracks", "offset"), [("replace", 1, 0.0), ("add", 2, 0.0), ("replace", 1, 0.5)]
+)
 def test_a_soundtrack_sent_with_the_job_is_in_the_film(
-    client: httpx.Client, tmp_path: Path, mode: str, tracks: int
+    client: httpx.Client, tmp_path: Path, mode: str, tracks: int, offset: float
 ) -> None:
     audio = "aac" if mode == "add" else None
     clip = make_clip(tmp_path / "film.mp4", width=48, height=32, fps=24, seconds=2, audio=audio)
@@ -58,7 +60,7 @@ def test_a_soundtrack_sent_with_the_job_is_in_the_film(
         created = client.post(
             "/v1/jobs",
             files={"file": ("film.mp4", film), "audio": ("score.flac", sound)},
-            data={**FAST, "audio": mode},
+            data={**FAST, "audio": mode, "audio_offset": str(offset)},
         )
     assert created.status_code == 201, created.text
     job = wait_job(client, created.json()["id"])
@@ -69,8 +71,9 @@ def test_a_soundtrack_sent_with_the_job_is_in_the_film(
     found = streams(out)
     assert [kind for kind, _ in found] == ["video"] + ["audio"] * tracks
     picture = found[0][1]
-    # The soundtrack lasts as long as the picture, within a frame.
+    # The soundtrack lasts as long as the picture, within a frame, and starts where asked.
     assert abs(found[-1][1] - picture) <= 1 / 24 + 1e-3, found
+    assert abs(sound_times(out, tracks - 1)[0] - offset) < 0.005
 
 
 def test_submit_adds_a_soundtrack(
@@ -81,5 +84,8 @@ def test_submit_adds_a_soundtrack(
     out = tmp_path / "restored.mp4"
     env = {**service_env, "LUMIERE_API_URL": api_url, "LUMIERE_API_KEY": api_key}
     args = ["--upscaler", "lanczos", "--scale", "1", "--audio", str(score)]
+    args += ["--audio-offset", "-0.25"]
     run_cli("submit", str(clip.path), *args, "--wait", "-o", str(out), env=env)
     assert [kind for kind, _ in streams(out)] == ["video", "audio"]
+    # Its first quarter second cut: the tone stops a quarter second before its one second.
+    assert abs(sound_times(out)[1] - 0.75) < 0.005

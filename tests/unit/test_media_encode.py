@@ -108,3 +108,44 @@ def test_impossible_outputs_are_refused(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         container_for(Path(name), container, codec)
+
+
+@pytest.mark.parametrize(
+    ("preset", "depth", "audio", "name", "expect"),
+    [
+        # auto keeps a deep film deep (10-bit H.265), and an 8-bit one plays everywhere.
+        # (4:2:2 becomes 4:2:0 there, reported with the job; PCM that MP4 can't hold, FLAC.)
+        ("auto", 10, "pcm_s24le", "out.mp4", ("hevc", "yuv420p10le", "flac")),
+        ("auto", 8, "aac", "out.mp4", ("h264", "yuv420p", "aac")),
+        # web: 8-bit 4:2:0 H.264 and AAC, whatever came in.
+        ("web", 10, "pcm_s24le", "out.mp4", ("h264", "yuv420p", "aac")),
+        # archive: lossless picture at the source's depth and chroma, lossless sound.
+        ("archive", 10, "pcm_s24le", "out.mkv", ("ffv1", "yuv422p10le", "pcm_s24le")),
+    ],
+)
+def test_output_presets_keep_what_they_say(
+    tmp_path: Path, preset: str, depth: int, audio: str, name: str, expect: tuple[str, ...]
+) -> None:
+    codec = "prores_ks" if depth > 8 else "libx264"
+    source = make_clip(tmp_path / "in.mov", codec=codec, bit_depth=depth, seconds=0.5, audio=audio)
+    out = tmp_path / name
+    options = Options(**FAST, scale=1, output_preset=preset)  # type: ignore[arg-type]
+    process_file(source.path, out, options.model_copy(update={"preset": "ultrafast"}))
+    info = probe(out)
+    assert (info.codec, info.pix_fmt, info.audio[0].codec) == expect
+    assert info.bit_depth == (8 if preset == "web" else depth)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"output_preset": "web", "codec": "ffv1"}, "output_preset web writes h264 or h265"),
+        ({"output_preset": "archive", "codec": "h264"}, "writes ffv1 or prores"),
+        ({"output_preset": "archive", "crf": 20}, "crf applies to h264 and h265 only"),
+    ],
+)
+def test_a_codec_the_preset_does_not_write_is_refused(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Options(**options)  # type: ignore[arg-type]

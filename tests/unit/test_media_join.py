@@ -11,7 +11,15 @@ import av
 import numpy as np
 import pytest
 
-from tests.clips import audio_spans, decoded_frames, decoded_pts, make_audio, make_clip, video_end
+from tests.clips import (
+    audio_spans,
+    decoded_frames,
+    decoded_pts,
+    make_audio,
+    make_clip,
+    sound_times,
+    video_end,
+)
 from worker.media.probe import probe
 from worker.pipeline import Options, join_chunks, plan_file, process_chunk, process_file
 from worker.plan import ChunkPlan
@@ -97,10 +105,13 @@ def test_tasks_can_run_chunks_in_any_order_and_join_by_copy(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
 def test_source_audio_is_copied_when_the_container_takes_it(tmp_path: Path, container: str) -> None:
-    clip = make_clip(tmp_path / "in.mp4", seconds=2.0, audio="aac", audio_streams=2)
+    clip = make_clip(
+        tmp_path / "in.mp4", seconds=2.0, audio="aac", audio_streams=2, languages=("fra", "eng")
+    )
     out = tmp_path / f"out.{container}"
     process_file(clip.path, out, Options(**FAST, fps="25", preset="ultrafast", chunk_seconds=1))
-    assert [a.codec for a in probe(out).audio] == ["aac", "aac"]
+    # Every track is kept, in order, with its language.
+    assert [(a.codec, a.language) for a in probe(out).audio] == [("aac", "fra"), ("aac", "eng")]
     for k in range(2):
         with av.open(str(clip.path)) as source:
             stream = source.streams.audio[k]
@@ -165,7 +176,10 @@ def test_a_soundtrack_replaces_or_joins_the_sound(tmp_path: Path) -> None:
     assert [a.codec for a in probe(out).audio] == ["flac", "flac"]
     spans = audio_spans(out)
     assert abs(spans[0][1] - 2) < Fraction(1, 24)
-    assert abs(spans[1][1] - 1) < Fraction(1, 24)  # a shorter one is not stretched
+    # A shorter soundtrack is padded with silence to the picture's length, not stretched.
+    assert abs(spans[1][1] - 2) < Fraction(1, 24)
+    first, last = sound_times(out, 1)
+    assert first < 0.01 and abs(last - 1) < 0.01
 
 
 def _samples(path: Path) -> np.ndarray:
@@ -191,3 +205,33 @@ def test_lossless_sound_that_mp4_cannot_carry_comes_back_sample_exact(
     n = min(source.shape[1], kept.shape[1])
     assert n > source.shape[1] - 48000 // 24
     assert np.array_equal(source[:, :n], kept[:, :n])
+
+
+@pytest.mark.parametrize("offset", [0.5, -0.5])
+def test_audio_offset_moves_the_soundtrack_and_it_still_fills_the_picture(
+    tmp_path: Path, offset: float
+) -> None:
+    clip = make_clip(tmp_path / "silent.mp4", seconds=2.0)
+    score = make_audio(tmp_path / "score.flac", codec="flac", seconds=1.5)
+    out = tmp_path / "moved.mp4"
+    options = Options(**FAST, scale=1, audio_file=str(score), audio="replace", audio_offset=offset)
+    process_file(clip.path, out, options.model_copy(update={"preset": "ultrafast"}))
+    first, last = sound_times(out)
+    # Later by half a second, or its first half second cut; sample-exact (FLAC stays FLAC).
+    assert abs(first - max(offset, 0)) < 0.005
+    assert abs(last - (1.5 + offset)) < 0.005
+    ((start, end),) = audio_spans(out)
+    assert abs(start) < Fraction(1, 24) and abs(end - video_end(out)) < Fraction(1, 24)
+
+
+def test_audio_offset_without_a_soundtrack_moves_the_films_own_tracks(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mkv", seconds=2.0, audio="flac")
+    outs = {}
+    for offset in (0.0, 0.25):
+        outs[offset] = tmp_path / f"out{offset}.mkv"
+        process_file(
+            clip.path,
+            outs[offset],
+            Options(**FAST, scale=1, codec="ffv1", audio_offset=offset),
+        )
+    assert abs(sound_times(outs[0.25])[0] - sound_times(outs[0.0])[0] - 0.25) < 0.005

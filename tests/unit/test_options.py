@@ -73,7 +73,7 @@ def test_the_api_schema_is_the_model() -> None:
     form = body["multipart/form-data"]["schema"]["properties"]
     as_json = body["application/json"]["schema"]["properties"]
     assert set(form) == {*JobOptions.model_fields, "file", "audio"}
-    assert set(as_json) == {*JobOptions.model_fields, "upload_id", "audio_upload_id"}
+    assert set(as_json) == {*JobOptions.model_fields, "upload_id", "audio_upload_id", "source_job"}
     for name in JobOptions.model_fields:
         prop = form[name]
         assert prop == as_json[name], name

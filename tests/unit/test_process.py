@@ -22,6 +22,7 @@ from tests.clips import (
     make_clip,
     make_empty_video,
     make_odd_stream,
+    sound_times,
     video_end,
 )
 from tests.models_fixture import real_models_dir
@@ -117,6 +118,8 @@ def test_width_and_height_and_an_added_soundtrack(tmp_path: Path) -> None:
         50,
         "--audio",
         track,
+        "--audio-offset",
+        0.5,
         "--preset",
         "ultrafast",
         "--quiet",
@@ -125,6 +128,10 @@ def test_width_and_height_and_an_added_soundtrack(tmp_path: Path) -> None:
     info = probe(out)
     assert (info.width, info.height, info.fps) == (100, 76, 50)
     assert [a.codec for a in info.audio] == ["flac"]  # PCM does not go in MP4 as is: FLAC does
+    # Half a second late, and padded / cut to the picture's one second.
+    assert abs(sound_times(out)[0] - 0.5) < 0.005
+    ((start, end),) = audio_spans(out)
+    assert abs(start) < Fraction(1, 50) and abs(end - video_end(out)) < Fraction(1, 50)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from shared.errors import UnsupportedMedia
+from worker.devices import to_device
 from worker.media.colors import coding_for, planar_format, planes_to_rgb, read_planes
 from worker.media.probe import MediaInfo, ffmpeg_reason, open_input, video_stream
 
@@ -87,14 +88,17 @@ def _to_tensor(frame: av.VideoFrame, info: MediaInfo, device: torch.device | Non
     planar = planar_format(frame.format.name)
     if planar is None:
         image = torch.from_numpy(_rgb(frame))
-        image = image.to(device) if device is not None else image
+        image = to_device(image, device) if device is not None else image
     else:
         coding = coding_for(planar, info.color, info.height)
         if planar != frame.format.name:
             frame = frame.reformat(format=planar)  # a re-layout (NV12 -> planar), no maths
-        planes = [torch.from_numpy(p.astype(np.float32)) for p in read_planes(frame)]
         if device is not None and device.type != "cpu":
-            planes = [p.to(device) for p in planes]
+            # 8-bit planes travel as bytes, a quarter of float32's traffic; exact either way.
+            raw = [p if p.dtype == np.uint8 else p.astype(np.float32) for p in read_planes(frame)]
+            planes = [to_device(torch.from_numpy(p), device).float() for p in raw]
+        else:
+            planes = [torch.from_numpy(p.astype(np.float32)) for p in read_planes(frame)]
         image = planes_to_rgb(planes, coding)
     image = image.unsqueeze(0)
     if info.rotation:

@@ -10,7 +10,7 @@ are read, so memory stays flat however long the film.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
@@ -62,9 +62,23 @@ COPYABLE_AUDIO = {
 LOSSLESS_TARGET = {"mp4": "flac", "mkv": "flac", "mov": "alac"}
 
 
-def audio_target(codec: str, container: str) -> str | None:
-    """The codec sound in ``codec`` gets in ``container``: ``None`` to copy it as it is."""
-    if codec in COPYABLE_AUDIO[container]:
+# What the web preset's players all decode; any other sound becomes AAC there.
+WEB_AUDIO = frozenset({"aac", "mp3"})
+# AAC's bit rate per channel when we encode it (transparent for most music at 96 kb/s).
+AAC_BITS_PER_CHANNEL = 96_000
+
+
+def audio_target(
+    codec: str, container: str, *, web: bool = False, exact: bool = False
+) -> str | None:
+    """The codec sound in ``codec`` gets in ``container``: ``None`` to copy it as it is.
+
+    ``web``: only AAC and MP3 are kept, the rest becomes AAC. ``exact``: re-encoded even
+    where it could be copied, so that it can be placed, trimmed and padded to the sample
+    (lossless sound stays lossless)."""
+    if web:
+        return None if codec in WEB_AUDIO and not exact else "aac"
+    if codec in COPYABLE_AUDIO[container] and not exact:
         return None
     return LOSSLESS_TARGET[container] if is_lossless_audio(codec) else "aac"
 
@@ -74,6 +88,8 @@ def audio_target(codec: str, container: str) -> str | None:
 # every stream instead, so there audio starts at the first packet at or after zero.
 PRIMING = {"mp4": Fraction(1, 10), "mov": Fraction(1, 10), "mkv": Fraction(0)}
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# Samples of silence encoded at a time when a soundtrack is padded.
+SILENCE_BLOCK = 4096
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
@@ -87,11 +103,13 @@ class VideoPart:
 
 @dataclass(frozen=True)
 class AudioSource:
-    """An audio stream to mux; ``origin`` is its file's time (seconds) at the film's start."""
+    """An audio stream to mux; ``origin`` is its file's time (seconds) at the film's start.
+    A ``pad``ded one fills the picture's whole length: silence where it has no sound."""
 
     path: str
     stream_index: int
     origin: Fraction
+    pad: bool = False
 
 
 # (time in seconds for interleaving, tie-breaker, packet)
@@ -106,8 +124,10 @@ def join(
     end: Fraction | None = None,
     color: ColorTags | None = None,
     sar: Fraction | None = None,
+    web: bool = False,
 ) -> None:
-    """Write the parts' video packets back to back with the audio, trimmed at ``end``."""
+    """Write the parts' video packets back to back with the audio, trimmed at ``end``
+    (``web``: the sound as AAC or MP3, see ``audio_target``)."""
     if not parts:
         raise ProcessingError("nothing to join: no chunk files")
     with ExitStack() as stack:
@@ -133,7 +153,8 @@ def join(
             stream = inp.streams[src.stream_index]
             if not isinstance(stream, av.AudioStream):
                 raise ProcessingError(f"{src.path}: stream {src.stream_index} is not audio")
-            target = audio_target(stream.codec_context.codec.canonical_name, container)
+            codec = stream.codec_context.codec.canonical_name
+            target = audio_target(codec, container, web=web, exact=src.pad)
             if target is None:
                 ostream = out.add_stream_from_template(stream)
                 ostream.time_base = stream.time_base
@@ -143,9 +164,7 @@ def join(
             else:
                 ostream = _encoder_stream(out, stream, target)
                 sources.append(
-                    _transcode_audio(
-                        inp, stream, ostream, src.origin, end, PRIMING[container], order
-                    )
+                    _transcode_audio(inp, stream, ostream, src, end, PRIMING[container], order)
                 )
             if stream.language:
                 ostream.metadata["language"] = stream.language
@@ -252,7 +271,9 @@ def _encoder_stream(
     # Files without a channel order ("2 channels") get the usual one for their count.
     ostream.layout = _LAYOUTS.get(ctx.channels, "7.1")
     ostream.time_base = Fraction(1, rate)
-    if codec != "aac":
+    if codec == "aac":
+        ostream.bit_rate = AAC_BITS_PER_CHANNEL * min(ctx.channels, 8)
+    else:
         # Sound decoded to more than 16 bits is kept at 24 (FLAC's and ALAC's usual most).
         deep = ctx.format.bytes > 2
         ostream.format = ("s32" if deep else "s16") + ("p" if codec == "alac" else "")
@@ -263,45 +284,61 @@ def _transcode_audio(
     inp: av.container.InputContainer,
     stream: av.AudioStream,
     ostream: av.AudioStream,
-    origin: Fraction,
+    src: AudioSource,
     end: Fraction | None,
     lead: Fraction,
     order: int,
 ) -> Iterator[_Item]:
-    """Decode, resample to the encoder's rate and encode, trimmed to [0, end)."""
+    """Decode, resample to the encoder's rate and encode, trimmed to [0, end); a padded
+    source gets silence before its first sound and after its last, up to ``end``."""
     rate = ostream.codec_context.sample_rate
     layout = ostream.codec_context.layout
+    channels = len(layout.channels)
     # Samples are cut as planar floats (exact for up to 24-bit sound), then converted to
     # the encoder's own sample format.
     to_encoder = av.AudioResampler(format=ostream.codec_context.format.name, layout=layout.name)
     limit = None if end is None else round(end * rate)
     position: int | None = None  # next sample's index on the film's timeline
-    for samples, when in _resampled(inp, stream, rate, layout.name):
-        if position is None:
-            # The first frame fixes the start; later ones follow contiguously.
-            position = round((when - origin) * rate)
-        begin, stop = position, position + samples.shape[1]
-        position = stop
-        if limit is not None and begin >= limit:
-            break
-        lo, hi = max(begin, 0), stop if limit is None else min(stop, limit)
+
+    def encode(samples: np.ndarray, begin: int) -> Iterator[_Item]:
+        lo = max(begin, 0)
+        hi = begin + samples.shape[1] if limit is None else min(begin + samples.shape[1], limit)
         if hi <= lo:
-            continue
+            return
         piece = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(samples[:, lo - begin : hi - begin]),
             format="fltp",
             layout=layout.name,
         )
-        piece.sample_rate = rate
-        piece.pts = lo
-        piece.time_base = Fraction(1, rate)
+        piece.sample_rate, piece.pts, piece.time_base = rate, lo, Fraction(1, rate)
         for converted in to_encoder.resample(piece):
             for packet in ostream.encode(converted):
                 if _keep(packet, lead):
                     yield _decode_time(packet), order, packet
+
+    for samples, when in _resampled(inp, stream, rate, layout.name):
+        if position is None:
+            # The first frame fixes the start; later ones follow contiguously.
+            position = round((when - src.origin) * rate)
+            if src.pad:
+                yield from _silence(encode, channels, 0, position)
+        if limit is not None and position >= limit:
+            break
+        yield from encode(samples, position)
+        position += samples.shape[1]
+    if src.pad and limit is not None:
+        yield from _silence(encode, channels, max(position or 0, 0), limit)
     for packet in ostream.encode(None):
         if _keep(packet, lead):
             yield _decode_time(packet), order, packet
+
+
+def _silence(
+    encode: Callable[[np.ndarray, int], Iterator[_Item]], channels: int, begin: int, stop: int
+) -> Iterator[_Item]:
+    """Silent samples from ``begin`` to ``stop`` on the film's timeline, a block at a time."""
+    for lo in range(begin, stop, SILENCE_BLOCK):
+        yield from encode(np.zeros((channels, min(SILENCE_BLOCK, stop - lo)), np.float32), lo)
 
 
 def _keep(packet: av.Packet, lead: Fraction) -> bool:

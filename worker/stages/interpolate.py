@@ -5,7 +5,8 @@ An interpolator sees a pair of neighbouring source frames twice: at source resol
 ``out1``, the pixels to warp). It returns one output-resolution frame per time in (0, 1).
 ``motion`` (alias ``dain``) estimates flow once per pair and warps once per time, so a
 24 -> 60 fps conversion costs one flow per source pair however many times fall in it.
-It asks ``should_stop`` before each time (a 4K time took 0.6 s on two CPU cores).
+It asks ``should_stop`` before each time (a 4K time took 0.6 s on two CPU cores), and
+keeps, per frame it made, how sure it was (``take_confidence``).
 The pipeline hands ``between`` each pair in order, with the frames either side; an
 interpolator that estimates per pair keeps those estimates itself, while they are needed.
 """
@@ -80,6 +81,12 @@ class Interpolator(Protocol):
         """What the interpolator estimates once per pair of source frames."""
         ...
 
+    def take_confidence(self) -> list[float | None]:
+        """For each frame made since the last call, in order: the share of the picture (0-1)
+        where the two source frames, warped to its time, agree; ``None`` where a cut was
+        held. Interpolators that warp nothing (the baselines) give an empty list."""
+        ...
+
     def __call__(
         self,
         src0: torch.Tensor,
@@ -97,13 +104,16 @@ class Interpolator(Protocol):
 
 
 class _Classical:
-    """Baselines look at the pair alone."""
+    """Baselines look at the pair alone, and warp nothing to be unsure of."""
 
     uses_neighbours = False
     __call__: Callable[..., list[torch.Tensor]]
 
     def prepare(self, src0: torch.Tensor, src1: torch.Tensor) -> None:
         return None
+
+    def take_confidence(self) -> list[float | None]:
+        return []
 
     def between(
         self,
@@ -204,6 +214,11 @@ class MotionInterpolator:
         # The pairs ``between`` prepared, by their first frame's index (with that frame, so
         # another film's frame of the same index is not taken for it).
         self._pairs: dict[int, tuple[torch.Tensor, PairFlow]] = {}
+        self._confidence: list[float | None] = []
+
+    def take_confidence(self) -> list[float | None]:
+        taken, self._confidence = self._confidence, []
+        return taken
 
     def between(
         self,
@@ -313,6 +328,7 @@ class MotionInterpolator:
             # Once more after the bend: each pixel's acceleration is noisy too. (Both medians:
             # +0.04 dB on the benchmark.)
             to0, to1 = median_flow(to0), median_flow(to1)
+            self._confidence.append(agreement(grey0, grey1, to0, to1))
             # Weighted by temporal distance, except where a warp reads from beyond the
             # frame's edge (what a pan brings in): it has no picture there, the other frame
             # has. Weighting by splat coverage (an occlusion mask) measured 0.3-0.4 dB worse
@@ -333,11 +349,29 @@ class MotionInterpolator:
     def _across_cut(
         self, out0: torch.Tensor, out1: torch.Tensor, times: Sequence[float]
     ) -> list[torch.Tensor]:
+        self._confidence += [None] * len(times)
         if self.on_cut == "blend":
             return [torch.lerp(out0, out1, float(t)) for t in times]
         # Frame 0 is on screen until time 1, where the new shot starts: holding it puts the
         # cut exactly where the source has it, in step with the sound.
         return [out0.clone() for _ in times]
+
+
+# Two warped frames agree at a pixel when their greys, averaged over 3x3 (so grain and
+# compression noise average out), differ by less than this: 10 codes of 255.
+AGREE = 10 / 255
+
+
+def agreement(
+    grey0: torch.Tensor, grey1: torch.Tensor, to0: torch.Tensor, to1: torch.Tensor
+) -> float:
+    """The share of the picture seen by both frames where ``grey0`` and ``grey1``, warped
+    along ``to0`` and ``to1`` to one moment, show the same thing: about 1 where the motion
+    is found, less where something is uncovered, occluded or moves in a way flow missed."""
+    seen = (within_frame(to0) > 0.5) & (within_frame(to1) > 0.5)
+    difference = (backwarp(grey0, to0) - backwarp(grey1, to1)).abs()
+    agree = (F.avg_pool2d(difference, 3, stride=1, padding=1) < AGREE) & seen
+    return float(agree.sum() / seen.sum().clamp_min(1))
 
 
 def _unusable(neighbour: PairFlow | None, pair: PairFlow) -> bool:

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from worker.cancel import ShouldStop, checked_layers, never
-from worker.devices import autocast, compute_dtype, free_memory_bytes
+from worker.devices import autocast, compute_dtype, free_memory_bytes, to_device
 from worker.models.catalog import CATALOG, VIDEO_MODELS, ModelSpec, Variant, get_spec
 from worker.models.loader import LoadedNetwork, load_network
 from worker.models.ncnn_graph import PoolRecord
-from worker.models.store import verify
+from worker.models.store import read_manifest, verify
 from worker.stages.tiling import is_tiled, run_tiled
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class LanczosUpscaler:
         # Not clipped: luma stays linear in RGB, so this is Lanczos on the Y plane as FFmpeg
         # scales it; the encoder clamps the codes.
         result = torch.from_numpy(out).permute(0, 3, 1, 2)
-        return place(result, size).to(frames.device, frames.dtype)
+        return to_device(place(result, size), frames.device).to(frames.dtype)
 
 
 Fit = Literal["stretch", "pad", "crop"]
@@ -81,6 +81,8 @@ FAITHFUL_MODEL = "waifu2x-photo"
 # GAN-trained: sharper, plausible detail, lower PSNR. For users who want "crisp".
 DETAILED_MODEL = "realesrgan-x4plus"
 MODES = {"faithful": FAITHFUL_MODEL, "detailed": DETAILED_MODEL}
+# What `basicvsr` means: the weights that scored best on the file-to-file benchmark.
+VIDEO_DEFAULT = "basicvsr-vimeo90k-bi"
 # Channel spread (0–1 scale) under which a frame counts as black and white; film scans
 # of monochrome prints carry a little chroma noise and dye tint.
 MONO_TOLERANCE = 3 / 255
@@ -236,7 +238,7 @@ class NetworkUpscaler:
         needed = max(content[0] / src[0], content[1] / src[1])
         mono = self.monochrome == "yes" or (self.monochrome == "auto" and is_monochrome(frames))
         # The networks were trained on [0, 1] images; decoded video may stray just outside.
-        x = frames.to(self.device, torch.float32).clamp(0.0, 1.0)
+        x = to_device(frames, self.device).to(torch.float32).clamp(0.0, 1.0)
         if mono:
             x = to_gray(x)
         for scale in plan_factors(self.spec.scales, needed, self.max_passes):
@@ -385,10 +387,21 @@ UPSCALERS: dict[str, UpscalerFactory] = {
     "lanczos": lambda device, dtype, fit="stretch", **options: LanczosUpscaler(fit),
     **{name: partial(_network_factory, name) for name in CATALOG},
     **{name: partial(_video_factory, name) for name in VIDEO_MODELS},
-    "basicvsr": partial(_video_factory, "basicvsr-vimeo90k-bi"),
+    "basicvsr": partial(_video_factory, VIDEO_DEFAULT),
     # The two modes users pick from; see FAITHFUL_MODEL / DETAILED_MODEL for why.
     **{mode: partial(_network_factory, model) for mode, model in MODES.items()},
 }
+
+
+def model_facts(name: str, models_dir: Path | None = None) -> dict[str, object]:
+    """The model behind upscaler ``name`` and its weight files' sha256 (as verified when
+    they were fetched), for the report; ``{}`` for the classical one."""
+    model = {**MODES, "basicvsr": VIDEO_DEFAULT}.get(name, name)
+    spec = CATALOG.get(model) or VIDEO_MODELS.get(model)
+    if spec is None:
+        return {}
+    manifest = read_manifest(models_dir or _models_dir({}))
+    return {"model": model, "files": {f: manifest.get(f) for f in spec.files()}}
 
 
 def check_models(models_dir: Path, upscalers: Iterable[str] = tuple(MODES)) -> None:

@@ -1,0 +1,168 @@
+"""A film's repair, between the media files and the stages: measure a sample of the film
+once and plan its repair (``plan_repair``, at plan time), read a chunk's source frames
+repaired (``repaired_reader``), and put grain back on the output frames (``grained``).
+
+A chunk's repaired frames depend on the frames ``RepairPlan.context`` either side, so the
+reader decodes that many more beyond the range it is asked for (the film's ends excepted):
+wherever the chunks are cut, every frame is repaired from the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol, Self, TypeVar
+
+import torch
+
+from shared.config import get_settings
+from shared.logs import get_logger
+from shared.options import JobOptions
+from worker.media.decode import SourceFrame, decode_range
+from worker.media.probe import MediaInfo, scan_frames
+from worker.models.loader import load_denoiser
+from worker.stages.denoise import add_grain
+from worker.stages.interlace import SHOWN_FIRST
+from worker.stages.repair import (
+    SAMPLE_LENGTH,
+    RepairPlan,
+    analyse,
+    decide,
+    repaired,
+    sample_starts,
+    summary,
+    wanted_parts,
+)
+
+log = get_logger(__name__)
+
+# Reads the source frames with first <= pts <= last.
+Reader = Callable[[int, int], Iterator[SourceFrame]]
+# Frame gaps may vary: decode half as much again as the context needs at the mean rate.
+CONTEXT_SLACK = Fraction(3, 2)
+# The ``grain`` option's levels as the grain's σ in grey levels at mid-grey.
+GRAIN_SIGMA = {1: 2.0, 2: 4.0, 3: 6.0}
+
+
+def sample_runs(
+    source: str | Path, info: MediaInfo, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Runs of consecutive frames (T, 3, H, W) spread evenly over the film, one at a time."""
+    index = scan_frames(source).pts
+    for start in sample_starts(len(index)):
+        last = index[min(start + SAMPLE_LENGTH, len(index)) - 1]
+        frames = [f.image for f in decode_range(source, info, index[start], last, device)]
+        if frames:
+            yield torch.cat(frames)
+
+
+def plan_repair(
+    source: str | Path, info: MediaInfo, options: JobOptions, device: torch.device | None = None
+) -> RepairPlan:
+    """What repair does to this film: measured once, on a sample, for all its chunks."""
+    parts = wanted_parts(options)
+    if not parts:
+        return RepairPlan()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        runs = sample_runs(source, info, device or torch.device("cpu"))
+        found = analyse(runs, SHOWN_FIRST.get(info.field_order), parts, float(info.fps or 0))
+        plan = decide(options, found)
+    log.info(
+        "repair.plan",
+        chose=summary(plan),
+        seconds=round(time.perf_counter() - started, 3),
+        **plan.to_dict(),
+    )
+    return plan
+
+
+def context_ticks(info: MediaInfo, plan: RepairPlan, time_base: Fraction) -> int:
+    """Time-base ticks either side that hold the plan's context frames."""
+    fps = info.fps or Fraction(1)
+    return math.ceil((plan.context + 1) * CONTEXT_SLACK / fps / time_base)
+
+
+def repaired_reader(
+    source: str | Path,
+    info: MediaInfo,
+    plan: RepairPlan | None,
+    device: torch.device,
+    clock: dict[str, float],
+) -> Reader:
+    """A reader of the source's frames, repaired as ``plan`` says (plain decoding without
+    one). Its own seconds go to ``clock["repair"]`` and come off ``clock["decode"]``, which
+    the caller's timing of the reader counts them in."""
+    if plan is None or not plan.active:
+        return lambda first, last: decode_range(source, info, first, last, device)
+    active, network = plan, None
+    if plan.degrain:
+        network = load_denoiser(get_settings().resolved_models_dir(), device)
+
+    def read(first: int, last: int) -> Iterator[SourceFrame]:
+        margin = context_ticks(info, active, info.time_base)
+        decoded = decode_range(source, info, first - margin, last + margin, device)
+        shown: deque[int] = deque()
+        decoding = [0.0]  # of the seconds below, those spent decoding
+
+        def images() -> Iterator[torch.Tensor]:
+            while True:
+                started = time.perf_counter()
+                frame = next(decoded, None)
+                decoding[0] += time.perf_counter() - started
+                if frame is None:
+                    return
+                shown.append(frame.pts)
+                yield frame.image
+
+        stream = repaired(images(), active, network)
+        try:
+            while True:
+                started, decoding[0] = time.perf_counter(), 0.0
+                with torch.inference_mode():
+                    image = next(stream, None)
+                spent = time.perf_counter() - started - decoding[0]
+                clock["repair"] = clock.get("repair", 0.0) + spent
+                clock["decode"] = clock.get("decode", 0.0) - spent
+                if image is None or shown[0] > last:
+                    return
+                pts = shown.popleft()
+                if pts >= first:
+                    yield SourceFrame(pts, image)
+        finally:
+            close = getattr(decoded, "close", None)
+            if close is not None:
+                close()
+
+    return read
+
+
+class Shown(Protocol):
+    """An output frame (a NamedTuple): its picture and its pts in the output's time base."""
+
+    @property
+    def image(self) -> torch.Tensor: ...
+
+    @property
+    def pts(self) -> int: ...
+
+    def _replace(self, *, image: torch.Tensor = ...) -> Self: ...
+
+
+F = TypeVar("F", bound=Shown)
+
+
+def grained(outputs: Iterator[list[F]], amount: int, origin: int) -> Iterator[list[F]]:
+    """The output frames with film grain of ``amount`` (0: none) added; each frame's grain
+    is seeded by its tick in the film (``origin``: the chunk's first), so it is the same
+    wherever the chunks are cut."""
+    if not amount:
+        yield from outputs
+        return
+    sigma = GRAIN_SIGMA[amount]
+    for frames in outputs:
+        yield [f._replace(image=add_grain(f.image, sigma, 0, first=origin + f.pts)) for f in frames]

@@ -1,0 +1,167 @@
+"""The quality report: what the workers measured of a film while they restored it.
+
+Each chunk measures its own frames (``ChunkReport``): the cuts that start a shot there, the
+repeats it dropped and the cadence they came from, and, for every frame the interpolator
+made, a confidence: the share of the picture where the two frames warped to that moment
+agree (``worker.stages.interpolate``). The least confident moments keep a small picture so
+a user can look at them. The join merges the chunks' reports into the job's (``merge``).
+Nothing in a report is claimed: every number comes from the film.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+# Frames whose warped pair agrees on less of the picture than this are listed as moments
+# to check. Within a shot, with motion the flow follows, 0.95-1 of the picture agrees.
+LOW_CONFIDENCE = 0.85
+# How many moments the report lists, and how far apart (frames of one moment, once).
+LISTED = 8
+APART_S = 0.5
+# The listed moments' pictures: this wide, as JPEG.
+THUMB_WIDTH = 320
+THUMB_QUALITY = 85
+
+
+@dataclass(order=True)
+class Moment:
+    """A made frame the interpolator was unsure of: when, how sure, and what it looks like."""
+
+    confidence: float
+    time: float
+    jpeg: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass
+class ChunkReport:
+    """What one chunk measured of its own frames (times in seconds from the film's start)."""
+
+    cuts: list[float] = field(default_factory=list)
+    repeats: list[float] = field(default_factory=list)
+    cadence: str | None = None
+    original_fps: float | None = None
+    confidence: list[tuple[float, float]] = field(default_factory=list)
+    moments: list[Moment] = field(default_factory=list)
+    # Each source frame's mean brightness (0-1) as the upscaler got it: flicker shows here.
+    brightness: list[tuple[float, float]] = field(default_factory=list)
+
+    def found_cadence(self, pattern: str, original_fps: float) -> None:
+        """Record the cadence whose repeats the chunk dropped."""
+        self.cadence, self.original_fps = pattern, round(original_fps, 3)
+
+    def made(self, time: Fraction, confidence: float, image: torch.Tensor) -> None:
+        """Record a made frame. The least confident keep a thumbnail: of the frames of one
+        moment (``APART_S``) the least sure only, and ``LISTED`` moments at most."""
+        at, sure = round(float(time), 6), round(confidence, 4)
+        self.confidence.append((at, sure))
+        if sure >= LOW_CONFIDENCE:
+            return
+        near = [m for m in self.moments if abs(m.time - at) < APART_S]
+        if any(m.confidence <= sure for m in near):
+            return
+        kept = [m for m in self.moments if m not in near]
+        if len(kept) >= LISTED and sure >= max(m.confidence for m in kept):
+            return
+        kept.append(Moment(sure, at, thumbnail_jpeg(image)))
+        self.moments = sorted(kept)[:LISTED]
+
+    def thumbnails(self) -> dict[str, bytes]:
+        """The kept moments' pictures by name (the time in milliseconds)."""
+        return {thumb_name(m.time): m.jpeg for m in self.moments}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the moments without their pictures (see ``thumbnails``)."""
+        data = asdict(self)
+        data["moments"] = [
+            {"time": m.time, "confidence": m.confidence, "thumbnail": thumb_name(m.time)}
+            for m in self.moments
+        ]
+        return data
+
+
+def thumb_name(time: float) -> str:
+    """The file name of a moment's picture."""
+    return f"{round(time * 1000):09d}.jpg"
+
+
+def thumbnail_jpeg(image: torch.Tensor) -> bytes:
+    """A float RGB frame (1, 3, H, W) or (3, H, W) in [0, 1] as a small JPEG."""
+    picture = image.detach().to("cpu", torch.float32)
+    picture = picture[0] if picture.dim() == 4 else picture
+    rgb: np.ndarray = (picture.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    h, w = rgb.shape[:2]
+    if w > THUMB_WIDTH:
+        size = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
+        rgb = np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
+    ok, data = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def merge(
+    chunks: list[dict[str, Any]], model: dict[str, Any], repair: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The film's report from its chunks' (``ChunkResult.report_dict``, any order), the
+    upscaler's model facts (``worker.stages.upscale.model_facts``) and what repair found in
+    the film and chose (``RepairPlan.to_dict``)."""
+    confidence = sorted(point for c in chunks for point in c["confidence"])
+    cadences = sorted({c["cadence"] for c in chunks if c["cadence"] not in (None, "1")})
+    return {
+        "cuts": sorted(t for c in chunks for t in c["cuts"]),
+        "cadence": {
+            "patterns": cadences,
+            "original_fps": sorted({c["original_fps"] for c in chunks if c["original_fps"]}),
+            "repeats_dropped": sorted(t for c in chunks for t in c["repeats"]),
+        },
+        "stages": stage_figures(chunks, model),
+        "confidence": [{"time": t, "confidence": c} for t, c in confidence],
+        "low_confidence": least_confident(m for c in chunks for m in c["moments"]),
+        "brightness": [
+            {"time": t, "mean": v} for t, v in sorted(p for c in chunks for p in c["brightness"])
+        ],
+        "repair": repair,
+    }
+
+
+def least_confident(moments: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Up to ``LISTED`` of the least confident moments, ``APART_S`` apart, in time order."""
+    listed: list[dict[str, Any]] = []
+    for moment in sorted(moments, key=lambda m: m["confidence"]):
+        if len(listed) < LISTED and all(abs(moment["time"] - m["time"]) >= APART_S for m in listed):
+            listed.append(moment)
+    return sorted(listed, key=lambda m: m["time"])
+
+
+def stage_figures(chunks: list[dict[str, Any]], model: dict[str, Any]) -> dict[str, Any]:
+    """Per stage, over all chunks: seconds busy and frames per second (of the frames the
+    stage handles: source frames for decode and upscale, output frames after), the
+    upscaler's model and checksums; the devices and encoders the chunks ran on."""
+    frames_in = sum(c["frames_in"] for c in chunks)
+    frames_out = sum(c["frames_out"] for c in chunks)
+    seconds: dict[str, float] = {}
+    for chunk in chunks:
+        for stage, spent in chunk["seconds"].items():
+            seconds[stage] = seconds.get(stage, 0.0) + spent
+    figures: dict[str, Any] = {}
+    for stage, spent in seconds.items():
+        count = frames_in if stage in ("decode", "upscale", "repair") else frames_out
+        figures[stage] = {
+            "seconds": round(spent, 3),
+            "fps": round(count / spent, 2) if spent > 0 else None,
+        }
+    figures.setdefault("upscale", {}).update(model)
+    return {
+        "frames_in": frames_in,
+        "frames_out": frames_out,
+        "devices": sorted({c["device"] for c in chunks if c["device"]}),
+        "encoders": sorted({c["encoder"] for c in chunks if c["encoder"]}),
+        **figures,
+    }
