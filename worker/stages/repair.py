@@ -38,12 +38,14 @@ from worker.stages.interlace import FIELD_ORDERS, deinterlaced, is_combed
 # half the sampled frames combed; flicker of two grey levels RMS (clean footage: 0.2-2.2,
 # the highest a camera's drifting exposure); a defect in every other frame
 # on average, with two frames in five having one (the fastest clean footage measured: 0.36
-# a frame, in a fifth of them); weave of half a pixel RMS. Grain: denoise.sigma_for.
+# a frame, in a fifth of them); weave of a pixel RMS (a small object crossing a still, flat
+# shot drags a whole-frame correlation and read 0.5 px; the benchmark's gate weave reads about
+# 2). Grain: denoise.sigma_for.
 AUTO_COMBED = 0.5
 AUTO_FLICKER = 2.0
 AUTO_DEFECTS = 0.5
 AUTO_DUSTY = 0.4
-AUTO_WEAVE = 0.5
+AUTO_WEAVE = 1.0
 # ... and flicker and weave must step as damage new in every frame does (a correlation of
 # consecutive steps near -0.5; a hand-held camera's sway or drifting exposure: 0 or more).
 AUTO_STEPS = -0.15
