@@ -15,6 +15,7 @@ another moment's picture at the edge. Repeating the edge touches only those pixe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -47,6 +48,15 @@ OUTLIER_SIGMAS = 4.0
 OUTLIER_PX = 4.0
 # Positions are measured to ~1/20 px; moves below this are not made (a resample softens).
 SHIFT_FLOOR = 0.05
+# A gate moves the whole picture as one: a step is weave evidence only where the frame's
+# quarters (at least RIGID_VOTES of them with a clear peak) each moved as the whole did,
+# within RIGID_PX plus RIGID_SHARE of the move. Something moving in a still shot drags a
+# whole-frame correlation by a pixel but moves one quarter only. Half the measured steps
+# must be rigid before a sample shows weave at all.
+RIGID_VOTES = 3
+RIGID_PX = 0.5
+RIGID_SHARE = 0.25
+RIGID_STEPS = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +69,8 @@ class Step:
     reliable: bool
     grey: np.ndarray
     small: np.ndarray
+    # The frame's px per measuring image px.
+    scale: float = 1.0
 
 
 def _hann(shape: tuple[int, int]) -> np.ndarray:
@@ -106,7 +118,7 @@ def steps(frames: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, Step]]
         else:
             dx, dy, response = phase_shift(before.grey, grey)
             ok = response >= MIN_RESPONSE and not shot_change(before.small, small)
-            step = Step(dx * scale, dy * scale, ok, grey, small)
+            step = Step(dx * scale, dy * scale, ok, grey, small, scale)
         yield frame, step
         before = step
 
@@ -164,14 +176,51 @@ def stabilise(frames: torch.Tensor) -> torch.Tensor:
     return torch.cat(list(stabilised(frames.split(1))))
 
 
+def quarters(image: np.ndarray) -> list[np.ndarray]:
+    """The image's four quarters."""
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    return [image[y : y + h, x : x + w] for y in (0, h) for x in (0, w)]
+
+
+def moved_as_one(before: np.ndarray, after: np.ndarray, dx: float, dy: float) -> bool:
+    """Whether every quarter of the picture with a clear correlation peak (RIGID_VOTES at
+    least) moved from ``before`` to ``after`` as the whole did (``dx``, ``dy``, in the
+    measuring images' px)."""
+    tolerance = RIGID_PX + RIGID_SHARE * math.hypot(dx, dy)
+    votes = 0
+    for a, b in zip(quarters(before), quarters(after), strict=True):
+        qx, qy, response = phase_shift(np.ascontiguousarray(a), np.ascontiguousarray(b))
+        if response < MIN_RESPONSE:
+            continue
+        if math.hypot(qx - dx, qy - dy) > tolerance:
+            return False
+        votes += 1
+    return votes >= RIGID_VOTES
+
+
+def rigid(measured: list[Step], ok: list[bool]) -> list[bool]:
+    """Which of the ``ok`` steps moved the whole picture as one (``moved_as_one``)."""
+    rigid = [False] * len(measured)
+    for i in range(1, len(measured)):
+        if ok[i]:
+            before, step = measured[i - 1], measured[i]
+            dx, dy = step.dx / step.scale, step.dy / step.scale
+            rigid[i] = moved_as_one(before.grey, step.grey, dx, dy)
+    return rigid
+
+
 def weave_signature(frames: Iterable[torch.Tensor]) -> tuple[float, float]:
     """Gate weave in px (the RMS over measured frames of their position less its trend) and
     how the position steps from frame to frame (``step_correlation``: about -0.5 for a gate
-    that puts each frame anywhere, 0 or more for a hand-held camera's sway)."""
+    that puts each frame anywhere, 0 or more for a hand-held camera's sway). Only steps
+    that moved the whole picture as one count (``rigid``); where fewer than RIGID_STEPS of
+    the measured steps did, the picture is not weaving: things in it are moving."""
     measured = [s for _, s in steps(frames)]
-    breaks = [not k for k in trusted(measured)]
-    if sum(not b for b in breaks) < 3:
+    ok = trusted(measured)
+    whole = rigid(measured, ok)
+    if sum(whole) < max(3, RIGID_STEPS * sum(ok)):
         return 0.0, 0.0
+    breaks = [not k for k in whole]
     moves = [[0.0, 0.0] if b else [s.dx, s.dy] for s, b in zip(measured, breaks, strict=True)]
     track = np.cumsum(np.array(moves).T, axis=1)
     jitter = residuals(track, breaks, RADIUS, SHIFT_FLOOR)
