@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 from anyio import CapacityLimiter
@@ -155,6 +155,22 @@ def _authenticate(session: Session, secret: str) -> ApiKey | None:
     return key
 
 
+def _secret(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The API key's secret from the Authorization header; 401 without one."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+    return credentials.credentials
+
+
+async def _admitted(request: Request, key: ApiKey | None, settings: Settings) -> ApiKey:
+    """``key`` if it is one and within its rate; 401 / 429 otherwise."""
+    if key is None:
+        raise Unauthorized("unknown or revoked API key")
+    request.state.api_key_id = key.id
+    await check_rate(key.id, settings)
+    return key
+
+
 async def get_api_key(
     settings: Annotated[Settings, Depends(settings_dep)],
     session: Annotated[Session, Depends(get_db)],
@@ -163,17 +179,53 @@ async def get_api_key(
 ) -> ApiKey:
     """The API key the request is signed with; 401 without a valid one. The lookup runs in a
     worker thread, the rate count on the event loop."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
-    key = await in_db_thread(_authenticate, session, credentials.credentials)
+    secret = _secret(credentials)
+    key = await in_db_thread(_authenticate, session, secret)
+    return await _admitted(request, key, settings)
+
+
+async def get_secret(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The API key's secret, not looked up yet (``read_as_caller`` does that)."""
+    return _secret(credentials)
+
+
+def _as_caller(
+    session: Session, secret: str, work: Callable[..., T], *args: object
+) -> tuple[ApiKey | None, T | LumiereError | None]:
+    """The key and what ``work`` returned for it, or the error it raised (an answer like
+    any other, given once the request is counted)."""
+    key = authenticate(session, secret)
     if key is None:
-        raise Unauthorized("unknown or revoked API key")
-    request.state.api_key_id = key.id
-    await check_rate(key.id, settings)
-    return key
+        return None, None
+    try:
+        return key, work(session, key, *args)
+    except LumiereError as err:
+        return key, err
+
+
+async def read_as_caller(
+    request: Request,
+    session: Session,
+    secret: str,
+    settings: Settings,
+    work: Callable[..., T],
+    *args: object,
+) -> T:
+    """Read-only ``work(session, key, *args)`` for the key ``secret`` is, the key looked up
+    in the same thread trip and on the same connection (what the routes clients poll use:
+    one trip instead of two); 401 / 429 as ``get_api_key`` gives them. The read is made
+    before the rate is counted, and its answer is withheld when the count is over."""
+    key, result = await read_in_thread(session, _as_caller, session, secret, work, *args)
+    await _admitted(request, key, settings)
+    if isinstance(result, LumiereError):
+        raise result
+    return cast(T, result)
 
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
 SessionDep = Annotated[Session, Depends(get_db)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 KeyDep = Annotated[ApiKey, Depends(get_api_key)]
+SecretDep = Annotated[str, Depends(get_secret)]

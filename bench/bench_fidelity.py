@@ -184,10 +184,11 @@ def fps_arg(rate: Fraction) -> str:
 
 
 def cli_defaults() -> Result:
-    """The CLI's own defaults (upscaler, interpolator, repeats), read without importing torch."""
-    from cli.process import process
+    """The jobs' own defaults (upscaler, interpolator, repeats), from the options model that
+    the CLI and the API are made from (read without importing torch)."""
+    from shared.options import JobOptions
 
-    return {p.name: p.default for p in process.params if p.name}
+    return {name: f.default for name, f in JobOptions.model_fields.items()}
 
 
 def to_grid(plane: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -70,6 +70,12 @@ def api_argv(host: str, port: int, workers: int = 1) -> list[str]:
         "--workers",
         str(workers),
         "--no-access-log",
+        # libuv's event loop and the C HTTP parser, by name: uvicorn would otherwise fall
+        # back to asyncio's loop and h11 without a word if they were missing.
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
     ]
 
 

@@ -11,7 +11,14 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import KeyDep, SessionDep, SettingsDep, StorageDep, read_in_thread
+from api.deps import (
+    KeyDep,
+    SecretDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    read_as_caller,
+)
 from api.services import jobs as service
 from api.upload_stream import StreamedForm, read_small_body, stream_form_to_s3
 from shared.errors import InvalidInput
@@ -123,27 +130,32 @@ def _from_form(
 
 
 # The two routes clients poll are coroutines that make one trip to a worker thread for all
-# their database work (the sync routes make one for the route and one more to check what
-# it returns).
+# their database work, the key's lookup included (the sync routes make one for the key,
+# one for the route and one more to check what it returns).
 @router.get("", response_model=JobsPublic)
 async def list_jobs(
     request: Request,
-    key: KeyDep,
+    secret: SecretDep,
     session: SessionDep,
+    settings: SettingsDep,
     status: JobStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobsPublic:
     """Your jobs, newest first; filter by status; follow `next_cursor` for more."""
-    return await read_in_thread(
-        session, service.list_jobs, session, key, _base(request), status, cursor, limit
+    return await read_as_caller(
+        request, session, secret, settings, service.list_jobs, _base(request), status, cursor, limit
     )
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job_id: str, request: Request, key: KeyDep, session: SessionDep) -> JobPublic:
+async def get_job(
+    job_id: str, request: Request, secret: SecretDep, session: SessionDep, settings: SettingsDep
+) -> JobPublic:
     """Status, stage, progress, ETA, timings, error, input and output metadata."""
-    return await read_in_thread(session, service.public_job, session, key, job_id, _base(request))
+    return await read_as_caller(
+        request, session, secret, settings, service.public_job, job_id, _base(request)
+    )
 
 
 _URL_BODY: dict[str, Any] = {

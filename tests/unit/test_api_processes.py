@@ -29,8 +29,8 @@ def test_the_setting_wins_and_the_default_follows_the_cores(
     monkeypatch.setenv("LUMIERE_API_WORKERS", "0")
     expected = min(usable_cores(), DEFAULT_MAX_API_WORKERS)
     assert Settings().resolved_api_workers() == expected
-    assert api_argv("127.0.0.1", 8000, expected)[-3:] == [
-        "--workers",
-        str(expected),
-        "--no-access-log",
-    ]
+    argv = api_argv("127.0.0.1", 8000, expected)
+    assert argv[argv.index("--workers") + 1] == str(expected)
+    # The fast loop and parser are asked for by name, never left to a silent fallback.
+    assert argv[argv.index("--loop") + 1] == "uvloop"
+    assert argv[argv.index("--http") + 1] == "httptools"
