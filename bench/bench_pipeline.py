@@ -23,6 +23,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,9 @@ def child(args: argparse.Namespace) -> None:
     )
     device = pick_device()
     overlap = args.overlap == "on"
+    cpu = time.process_time()  # every thread of the process: x264's, torch's, the stages'
     result = process_file(args.source, args.output, options, device=device, overlap=overlap)
+    cpu = time.process_time() - cpu
     print(
         json.dumps(
             {
@@ -66,6 +69,7 @@ def child(args: argparse.Namespace) -> None:
                 "frames_in": result.frames_in,
                 "frames_out": result.frames_out,
                 "seconds": result.seconds,
+                "cpu_seconds": cpu,
                 "stages": result.stage_seconds(),
                 "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
@@ -212,6 +216,24 @@ def report(args: argparse.Namespace, rows: list[dict]) -> None:
                 for r, s in zip(rows, slowest, strict=True)
             ],
         )
+    # Whatever overlaps, the work must fit on the cores: the one-thread run's CPU seconds
+    # (every thread's) spread over all of them is as fast as the film can go here.
+    cores = os.cpu_count() or 1
+    line(
+        "CPU ceiling (all cores), out fps",
+        [f"{fps(r, r['before']['cpu_seconds'] / cores):.1f}" for r in rows],
+    )
+    line(
+        "  best ratio the cores allow",
+        [
+            f"{r['alone'][s] / (r['before']['cpu_seconds'] / cores):.2f}"
+            for r, s in zip(rows, slowest, strict=True)
+        ],
+    )
+    line(
+        "  whole film overlapped / ceiling",
+        [f"{r['before']['cpu_seconds'] / cores / r['after']['seconds']:.2f}" for r in rows],
+    )
     for stage in STAGES:  # contention: stages sharing the cores are busy longer than alone
         line(f"{stage} busy s, overlapped", [f"{r['after']['stages'][stage]:.2f}" for r in rows])
     for mode in ("before", "after"):

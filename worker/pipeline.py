@@ -45,6 +45,7 @@ from worker.media.probe import (
     ColorTags,
     MediaInfo,
     check_complete,
+    is_lossy_video,
     open_input,
     probe,
     scan_frames,
@@ -57,7 +58,7 @@ from worker.retime import Slot, first_output_time, output_count, slots
 from worker.stages.cadence import detect_cadence, is_scene_cut, thumbnail
 from worker.stages.interpolate import Interpolator, TimedFrame, get_interpolator
 from worker.stages.repair import RepairPlan
-from worker.stages.upscale import Upscaler, get_upscaler
+from worker.stages.upscale import Upscaler, get_upscaler, source_denoise
 from worker.stages.video_sr import VideoUpscaler
 
 log = get_logger(__name__)
@@ -637,8 +638,9 @@ def chunk_upscaler(
         "fit": "stretch" if options.fit == "sar" else options.fit,
         "should_stop": should_stop,
     }
-    if options.denoise is not None:
-        extra["denoise"] = options.denoise
+    lossy = is_lossy_video(info.codec)
+    denoise = options.denoise
+    extra["denoise"] = source_denoise(options.upscaler, lossy) if denoise is None else denoise
     return get_upscaler(options.upscaler, device, torch.float32, **extra)
 
 

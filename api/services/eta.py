@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -142,13 +142,6 @@ def recent_seconds_per_frame(session: Session) -> float | None:
     return _positive(rate)
 
 
-def last_done(session: Session) -> datetime | None:
-    """When a chunk was last done (one row off an index): standings change with it."""
-    return session.scalar(
-        select(func.max(Chunk.finished_at)).where(Chunk.status == ChunkStatus.DONE)
-    )
-
-
 def queue_standings(session: Session) -> tuple[dict[str, Standing], dict[str, Seen]]:
     """Queue position and ETA of every active job, read afresh (two queries), and what
     was read of each."""
@@ -177,7 +170,6 @@ class Snapshot:
 
     places: dict[str, Standing]
     seen: dict[str, Seen]
-    mark: datetime | None  # ``last_done`` when it was read
     taken: float
 
     def knows(self, wanted: dict[str, Seen]) -> bool:
@@ -190,25 +182,26 @@ class Snapshot:
 
 
 class QueueView:
-    """The queue as this process last read it, read again once it is ``max_age_s`` old (or
-    misses a job asked about): a thousand polls a second cost two queries a second."""
+    """The queue as this process last read it, read again once it is ``max_age_s`` old or
+    has not seen what a caller has of its own jobs (a chunk more done, a new stage): a
+    thousand polls a second cost two queries a second, a job's own progress shows at once
+    in its ETA, and another job's within ``max_age_s``."""
 
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
 
-    def _usable(self, snapshot: Snapshot, wanted: dict[str, Seen], mark: datetime | None) -> bool:
+    def _usable(self, snapshot: Snapshot, wanted: dict[str, Seen]) -> bool:
         fresh = time.monotonic() - snapshot.taken < self.max_age_s
-        return fresh and snapshot.mark == mark and snapshot.knows(wanted)
+        return fresh and snapshot.knows(wanted)
 
     def snapshot(self, session: Session, wanted: dict[str, Seen]) -> Snapshot:
         """A snapshot fresh enough that knows ``wanted`` (unless they just finished)."""
-        mark = last_done(session)
         snapshot = self._snapshot
-        if snapshot is not None and self._usable(snapshot, wanted, mark):
+        if snapshot is not None and self._usable(snapshot, wanted):
             return snapshot
-        knows = snapshot is not None and snapshot.mark == mark and snapshot.knows(wanted)
+        knows = snapshot is not None and snapshot.knows(wanted)
         # One reader at a time. While it reads, a caller the old snapshot can answer takes
         # that instead of waiting (and holding a database thread) for the new one.
         if not self._lock.acquire(blocking=not knows):
@@ -216,10 +209,10 @@ class QueueView:
             return snapshot
         try:
             snapshot = self._snapshot
-            if snapshot is None or not self._usable(snapshot, wanted, mark):
+            if snapshot is None or not self._usable(snapshot, wanted):
                 taken = time.monotonic()
                 places, seen = queue_standings(session)
-                snapshot = self._snapshot = Snapshot(places, seen, mark, taken)
+                snapshot = self._snapshot = Snapshot(places, seen, taken)
             return snapshot
         finally:
             self._lock.release()

@@ -175,3 +175,46 @@ def test_tiny_random_graph_runs_through_the_interpreter() -> None:
     with torch.inference_mode():
         out = graph(torch.rand(2, 3, 10, 14))
     assert out.shape == (2, 3, 20, 28)
+
+
+def test_a_lossy_source_gets_the_model_meant_for_compression_a_lossless_one_none(
+    tmp_path: Path, models: Path
+) -> None:
+    from tests.clips import make_clip
+    from worker.media.probe import probe
+    from worker.pipeline import Options, chunk_upscaler
+
+    lossy, lossless = tmp_path / "a.mp4", tmp_path / "b.mkv"
+    make_clip(lossy)
+    make_clip(lossless, codec="ffv1")
+    chosen = {}
+    for path in (lossy, lossless):
+        for upscaler in ("faithful", "realcugan"):
+            options = Options(scale=2, upscaler=upscaler)
+            made = chunk_upscaler(options, probe(path), CPU, lambda: False)
+            assert isinstance(made, NetworkUpscaler)
+            chosen[path.suffix, upscaler] = made.denoise
+    # waifu2x's noise0 for H.264; Real-CUGAN keeps its own default (-1, "conservative").
+    assert chosen == {
+        (".mp4", "faithful"): 0,
+        (".mkv", "faithful"): -1,
+        (".mp4", "realcugan"): -1,
+        (".mkv", "realcugan"): -1,
+    }
+    # A level the job names wins.
+    options = Options(scale=2, upscaler="faithful", denoise=2)
+    assert chunk_upscaler(options, probe(lossless), CPU, lambda: False).denoise == 2  # type: ignore[attr-defined]
+
+
+def test_only_the_first_of_chained_passes_denoises(models: Path) -> None:
+    upscaler = get_upscaler("faithful", CPU, models_dir=models, denoise=1)
+    used = []
+    real_pass = upscaler._pass  # type: ignore[attr-defined]
+
+    def recording(frames: torch.Tensor, variant: object) -> torch.Tensor:
+        used.append(variant.denoise)  # type: ignore[attr-defined]
+        return real_pass(frames, variant)
+
+    upscaler._pass = recording  # type: ignore[attr-defined]
+    out = upscaler(picture(16, 24), (64, 96))
+    assert out.shape[-2:] == (64, 96) and used == [1, -1]

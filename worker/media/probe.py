@@ -330,6 +330,15 @@ LOSSLESS_AUDIO = {"flac", "alac", "truehd", "mlp", "wavpack", "tta", "ape"}
 CHROMA_RANK = {"4:4:4": 3, "4:2:2": 2, "4:2:0": 1, "4:1:1": 0, "none": -1}
 
 
+def is_lossy_video(codec: str) -> bool:
+    """Whether FFmpeg's descriptor of video ``codec`` says it loses detail (H.264, MPEG-2,
+    ProRes…; FFV1, PNG and raw video do not). Unknown codecs count as lossy."""
+    try:
+        return bool(av.Codec(codec, "r").lossy)
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return True
+
+
 def is_lossless_audio(codec: str) -> bool:
     """Whether sound in ``codec`` holds its samples exactly (PCM and the lossless codecs)."""
     return codec.startswith("pcm_") or codec in LOSSLESS_AUDIO

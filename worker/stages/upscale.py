@@ -241,8 +241,10 @@ class NetworkUpscaler:
         x = to_device(frames, self.device).to(torch.float32).clamp(0.0, 1.0)
         if mono:
             x = to_gray(x)
-        for scale in plan_factors(self.spec.scales, needed, self.max_passes):
-            x = self._pass(x, self.spec.variant(scale, self.denoise))
+        for n, scale in enumerate(plan_factors(self.spec.scales, needed, self.max_passes)):
+            # Compression and noise are in the source: a later pass enlarges the first's
+            # clean output, and denoising it again would only soften it.
+            x = self._pass(x, self.spec.variant(scale, self.denoise if n == 0 else -1))
         if x.shape[-2] >= content[0] and x.shape[-1] >= content[1]:
             x = area_resize(x, content)
         else:
@@ -391,6 +393,14 @@ UPSCALERS: dict[str, UpscalerFactory] = {
     # The two modes users pick from; see FAITHFUL_MODEL / DETAILED_MODEL for why.
     **{mode: partial(_network_factory, model) for mode, model in MODES.items()},
 }
+
+
+def source_denoise(upscaler: str, lossy: bool) -> int:
+    """The denoise level of ``upscaler``'s network when the job names none: for a source a
+    lossy codec stored, the level its family meant for light compression
+    (``ModelSpec.compressed_denoise``); none for a lossless one."""
+    spec = CATALOG.get(MODES.get(upscaler, upscaler))
+    return spec.compressed_denoise if spec is not None and lossy else -1
 
 
 def model_facts(name: str, models_dir: Path | None = None) -> dict[str, object]:
