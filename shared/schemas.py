@@ -99,10 +99,26 @@ class ReportPoint(BaseModel):
     confidence: float
 
 
+class ReportShot(BaseModel):
+    """One shot of the film, as the workers measured it."""
+
+    start: float = Field(description="Its first source frame's time (s).")
+    end: float = Field(description="Its last source frame's time (s).")
+    frames: int = Field(description="Source frames in it (repeats dropped not counted).")
+    repeats_dropped: int
+    flicker: float = Field(
+        description="Frame-to-frame brightness flicker, 8-bit grey levels RMS, as upscaled "
+        "(after repair): each frame's mean against its neighbours' median; about 0 when steady."
+    )
+    confidence: float | None = Field(description="Mean confidence of its interpolated frames.")
+    least_confidence: float | None
+
+
 class JobReport(BaseModel):
     """What the workers measured of a film while restoring it (nothing in it is claimed)."""
 
     cuts: list[float] = Field(description="Seconds where a shot starts.")
+    shots: list[ReportShot] = Field([], description="The film shot by shot.")
     cadence: ReportCadence
     stages: dict[str, Any] = Field(
         description="Per stage: seconds and frames per second; the upscaler's model and its "
@@ -114,7 +130,9 @@ class JobReport(BaseModel):
         "or re-run with interpolator=blend."
     )
     brightness: list[dict[str, float]] = Field(
-        [], description="Each source frame's mean brightness (0-1, after repair): flicker."
+        [],
+        description="Each source frame's brightness (0-1, after repair: the median of its "
+        "4×4 cells' means, so a thing passing barely moves it): flicker.",
     )
     repair: dict[str, Any] | None = Field(
         None, description="What repair found in the film (from a sample) and chose to do."

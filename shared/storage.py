@@ -1,7 +1,8 @@
 """Object storage on any S3-compatible server (AWS, MinIO, SeaweedFS, R2…) through boto3.
 
 Keys are fixed per job (``jobs/{job_id}/input``, ``jobs/{job_id}/chunks/{index:05d}.mkv``,
-``jobs/{job_id}/result.mp4``) so a rerun overwrites instead of duplicating.
+``jobs/{job_id}/result.mp4``) so a rerun overwrites instead of duplicating; what was measured
+of an input lies beside it (``jobs/{job_id}/input.analysis/…``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,25 @@ def report_key(job_id: str, name: str = "report.json") -> str:
     return f"jobs/{job_id}/report/{name}"
 
 
+def analysis_prefix(input_key: str) -> str:
+    """Where what was measured of an input is kept: beside it, under its key, so whatever
+    deletes the input's key as a prefix (a job, an upload) deletes these too."""
+    return f"{input_key}.analysis/"
+
+
+def analysis_key(input_key: str, name: str) -> str:
+    """Where one measure of an input (``name``: what was measured, and how) is kept."""
+    return analysis_prefix(input_key) + name
+
+
 def job_prefix(job_id: str) -> str:
     """Every object of a job starts with this."""
     return f"jobs/{job_id}/"
+
+
+def _missing(err: ClientError) -> bool:
+    """Whether the store said the object does not exist."""
+    return err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 @lru_cache(maxsize=8)
@@ -110,6 +127,26 @@ class Storage:
         """A small object's bytes."""
         return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
+    def find_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes, or ``None`` if it does not exist."""
+        try:
+            return self.get_bytes(key)
+        except ClientError as err:
+            if _missing(err):
+                return None
+            raise
+
+    def copy_prefix(self, source: str, prefix: str) -> int:
+        """Copy every object under ``source`` to the same name under ``prefix``; returns how
+        many were copied."""
+        copied = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=source):
+            for obj in page.get("Contents", []):
+                self.copy(obj["Key"], prefix + obj["Key"][len(source) :])
+                copied += 1
+        return copied
+
     def download_file(self, key: str, path: Path) -> None:
         """Download ``key`` to a local file."""
         self.client.download_file(self.bucket, key, str(path))
@@ -119,7 +156,7 @@ class Storage:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(err):
                 return None
             raise
         return int(head["ContentLength"])

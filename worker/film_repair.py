@@ -2,6 +2,10 @@
 once and plan its repair (``plan_repair``, at plan time), read a chunk's source frames
 repaired (``repaired_reader``), and put grain back on the output frames (``grained``).
 
+What the sample showed is kept with the film (``kept_findings``, ``read_findings``; stored
+by ``worker.jobs``) under a name that says what was measured and how (``findings_name``),
+so a film is measured once for its preview, its re-runs and the whole film after them.
+
 A chunk's repaired frames depend on the frames ``RepairPlan.context`` either side, so the
 reader decodes that many more beyond the range it is asked for (the film's ends excepted):
 wherever the chunks are cut, every frame is repaired from the same frames.
@@ -9,14 +13,21 @@ wherever the chunks are cut, every frame is repaired from the same frames.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import inspect
+import json
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, Self, TypeVar
 
+import cv2
 import torch
 
 from shared.config import get_settings
@@ -28,7 +39,9 @@ from worker.models.loader import load_denoiser
 from worker.stages.denoise import add_grain
 from worker.stages.interlace import SHOWN_FIRST
 from worker.stages.repair import (
+    ANALYSIS_VERSION,
     SAMPLE_LENGTH,
+    Findings,
     RepairPlan,
     analyse,
     decide,
@@ -46,6 +59,22 @@ Reader = Callable[[int, int], Iterator[SourceFrame]]
 CONTEXT_SLACK = Fraction(3, 2)
 # The ``grain`` option's levels as the grain's σ in grey levels at mid-grey.
 GRAIN_SIGMA = {1: 2.0, 2: 4.0, 3: 6.0}
+# The modules whose code decides what ``measure`` finds (the sample, its decoding, the
+# measures): kept findings made by other code are measured again (``analysis_version``).
+MEASURING = (
+    __name__,
+    "worker.media.decode",
+    "worker.media.colors",
+    "worker.stages.repair",
+    "worker.stages.interlace",
+    "worker.stages.denoise",
+    "worker.stages.weave",
+    "worker.stages.deflicker",
+    "worker.stages.dust",
+    "worker.stages.temporal",
+    "worker.stages.flow",
+    "worker.stages.splat",
+)
 
 
 def sample_runs(
@@ -60,21 +89,71 @@ def sample_runs(
             yield torch.cat(frames)
 
 
+def measure(
+    source: str | Path, info: MediaInfo, parts: frozenset[str], device: torch.device
+) -> Findings:
+    """What a sample of the film shows, for the repair ``parts``."""
+    with torch.inference_mode():
+        runs = sample_runs(source, info, device)
+        return analyse(runs, SHOWN_FIRST.get(info.field_order), parts, float(info.fps or 0))
+
+
+@functools.cache
+def analysis_version() -> str:
+    """What measures a film: ANALYSIS_VERSION and a digest of the MEASURING modules' code
+    and of the versions of torch and OpenCV, which their numbers come from."""
+    digest = hashlib.sha256(f"{torch.__version__} {cv2.__version__}".encode())
+    for name in MEASURING:
+        digest.update(Path(inspect.getfile(importlib.import_module(name))).read_bytes())
+    return f"{ANALYSIS_VERSION}-{digest.hexdigest()[:16]}"
+
+
+def findings_name(parts: frozenset[str]) -> str:
+    """The name a film's findings for the repair ``parts`` are kept under (beside the film:
+    ``shared.storage.analysis_key``)."""
+    return f"repair-{'+'.join(sorted(parts))}-{analysis_version()}.json"
+
+
+def kept_findings(found: Findings, checksum: str) -> bytes:
+    """Findings as kept (JSON; floats exact, so the plan made from them is the same), with
+    the sha256 of the film they measure."""
+    return json.dumps(
+        {"input_sha256": checksum, "analysis": analysis_version(), "found": asdict(found)}
+    ).encode()
+
+
+def read_findings(data: bytes, checksum: str) -> Findings:
+    """Kept findings of the film whose sha256 is ``checksum``; ``ValueError`` when ``data``
+    is not that (unreadable, of other code or of other bytes)."""
+    kept = json.loads(data)
+    if not isinstance(kept, dict) or kept.get("analysis") != analysis_version():
+        raise ValueError("not findings of this analysis")
+    if kept.get("input_sha256") != checksum:
+        raise ValueError("findings of other bytes")
+    return Findings.from_dict(kept.get("found"))
+
+
 def plan_repair(
-    source: str | Path, info: MediaInfo, options: JobOptions, device: torch.device | None = None
+    source: str | Path,
+    info: MediaInfo,
+    options: JobOptions,
+    device: torch.device | None = None,
+    known: Findings | None = None,
 ) -> RepairPlan:
-    """What repair does to this film: measured once, on a sample, for all its chunks."""
+    """What repair does to this film: measured once, on a sample, for all its chunks
+    (``known``: the findings of an earlier measure of this film for the same parts, which
+    the plan is then made from)."""
     parts = wanted_parts(options)
     if not parts:
         return RepairPlan()
     started = time.perf_counter()
-    with torch.inference_mode():
-        runs = sample_runs(source, info, device or torch.device("cpu"))
-        found = analyse(runs, SHOWN_FIRST.get(info.field_order), parts, float(info.fps or 0))
-        plan = decide(options, found)
+    device = device or torch.device("cpu")
+    found = known if known is not None else measure(source, info, parts, device)
+    plan = decide(options, found)
     log.info(
         "repair.plan",
         chose=summary(plan),
+        cached=known is not None,
         seconds=round(time.perf_counter() - started, 3),
         **plan.to_dict(),
     )

@@ -23,6 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
@@ -34,12 +35,13 @@ from shared.jobs import ACTIVE, move_chunk, move_job, notify, progress_of, set_j
 from shared.logs import get_logger
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, Upload, UploadStatus, utcnow
 from shared.schemas import public_meta
-from shared.storage import Storage, chunk_key, report_key, result_key
+from shared.storage import Storage, analysis_key, chunk_key, report_key, result_key
 from worker.cancel import Cancelled
 from worker.plan import ChunkPlan
 
 if TYPE_CHECKING:
     from worker.pipeline import ChunkResult
+    from worker.stages.repair import RepairPlan
 
 log = get_logger(__name__)
 
@@ -172,7 +174,6 @@ def start_planning(job_id: str) -> bool:
 
 def write_chunks(job_id: str) -> bool:
     """Probe the film and write its chunk rows (once); ``False`` if the job failed instead."""
-    from worker.film_repair import plan_repair
     from worker.media.probe import probe
     from worker.pipeline import expected_frames, pick_device, plan_file, resolve_target
 
@@ -185,8 +186,9 @@ def write_chunks(job_id: str) -> bool:
         options = pipeline_options(job, None)
         input_key = job.input_key
     started = time.perf_counter()
+    storage = Storage()
     try:
-        source = local_copy(Storage(), input_key, job_id, "input")
+        source = local_copy(storage, input_key, job_id, "input")
         info = probe(source)
         resolve_target(info, options)
         plans = plan_file(source, options.chunk_length(), info, options.preview())
@@ -198,7 +200,9 @@ def write_chunks(job_id: str) -> bool:
             and cadence["original_fps"] != round(float(info.fps), 3)
         )
         # Decided once for the film, from a sample of it: every chunk repairs alike.
-        repair = plan_repair(source, info, options, pick_device(get_settings().device))
+        device = pick_device(get_settings().device)
+        with structlog.contextvars.bound_contextvars(job_id=job_id):
+            repair = repair_plan(storage, input_key, source, info, options, device)
     except InvalidInput as err:
         fail_job(job_id, str(err), retryable=False)
         return False
@@ -231,6 +235,35 @@ def write_chunks(job_id: str) -> bool:
             frames_total=expected_frames(plans, fps),
             timings={"plan": round(time.perf_counter() - started, 3)},
         )
+
+
+def repair_plan(
+    storage: Storage, input_key: str, source: Path, info: Any, options: Any, device: Any
+) -> RepairPlan:
+    """The film's repair plan, from findings measured once per film and kept beside its
+    input: a preview, a re-run and (the API copies them with the input) a ``source_job``'s
+    job find them there. Kept findings missing, unreadable or of other bytes or other code
+    are measured again, and kept."""
+    from worker.film_repair import findings_name, kept_findings, plan_repair, read_findings
+    from worker.models.store import sha256_file
+    from worker.stages.repair import wanted_parts
+
+    parts = wanted_parts(options)
+    if not parts:
+        return plan_repair(source, info, options, device)
+    key = analysis_key(input_key, findings_name(parts))
+    checksum = sha256_file(source)
+    data = storage.find_bytes(key)
+    known = None
+    if data is not None:
+        try:
+            known = read_findings(data, checksum)
+        except ValueError as err:
+            log.warning("repair.findings_unusable", key=key, reason=str(err)[:200])
+    plan = plan_repair(source, info, options, device, known)
+    if known is None:
+        storage.put_bytes(key, kept_findings(plan.found, checksum), "application/json")
+    return plan
 
 
 def stretch(options: Any, plans: list[ChunkPlan]) -> dict[str, Any]:

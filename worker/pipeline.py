@@ -53,7 +53,7 @@ from worker.media.probe import (
 from worker.overlap import Overlap, timed
 from worker.plan import ChunkPlan, plan_chunks
 from worker.preview import busy_moment, preview_plans
-from worker.report import ChunkReport
+from worker.report import ChunkReport, brightness_of
 from worker.retime import Slot, first_output_time, output_count, slots
 from worker.stages.cadence import detect_cadence, is_scene_cut, thumbnail
 from worker.stages.interpolate import Interpolator, TimedFrame, get_interpolator
@@ -508,8 +508,8 @@ def timed_frames(
         if owner and previous and is_scene_cut(previous.src, current.src):
             result.report.cuts.append(float(current.time))
         if plan.start <= current.time < plan.stop:
-            mean = round(float(current.src.mean()), 5)
-            result.report.brightness.append((round(float(current.time), 6), mean))
+            level = round(brightness_of(current.src), 5)
+            result.report.brightness.append((round(float(current.time), 6), level))
         previous = current
         yield current
 

@@ -10,6 +10,7 @@ Nothing in a report is claimed: every number comes from the film.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -18,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # Frames whose warped pair agrees on less of the picture than this are listed as moments
 # to check. Within a shot, with motion the flow follows, 0.95-1 of the picture agrees.
@@ -25,6 +27,12 @@ LOW_CONFIDENCE = 0.85
 # How many moments the report lists, and how far apart (frames of one moment, once).
 LISTED = 8
 APART_S = 0.5
+# A frame's brightness is the median of its GRID × GRID cells' means: light that changes
+# everywhere moves it, a thing passing through a few cells barely does.
+GRID = 4
+# A shot's flicker: each frame's brightness against the median of this many frames either
+# side (a fade or a slow change of light follows its neighbours and reads about 0).
+FLICKER_RADIUS = 3
 # The listed moments' pictures: this wide, as JPEG.
 THUMB_WIDTH = 320
 THUMB_QUALITY = 85
@@ -49,7 +57,7 @@ class ChunkReport:
     original_fps: float | None = None
     confidence: list[tuple[float, float]] = field(default_factory=list)
     moments: list[Moment] = field(default_factory=list)
-    # Each source frame's mean brightness (0-1) as the upscaler got it: flicker shows here.
+    # Each source frame's brightness (0-1, ``brightness_of``) as the upscaler got it.
     brightness: list[tuple[float, float]] = field(default_factory=list)
 
     def found_cadence(self, pattern: str, original_fps: float) -> None:
@@ -114,21 +122,77 @@ def merge(
     the film and chose (``RepairPlan.to_dict``)."""
     confidence = sorted(point for c in chunks for point in c["confidence"])
     cadences = sorted({c["cadence"] for c in chunks if c["cadence"] not in (None, "1")})
+    cuts = sorted(t for c in chunks for t in c["cuts"])
+    brightness = sorted(p for c in chunks for p in c["brightness"])
+    repeats = sorted(t for c in chunks for t in c["repeats"])
     return {
-        "cuts": sorted(t for c in chunks for t in c["cuts"]),
+        "cuts": cuts,
+        "shots": shots(cuts, brightness, confidence, repeats),
         "cadence": {
             "patterns": cadences,
             "original_fps": sorted({c["original_fps"] for c in chunks if c["original_fps"]}),
-            "repeats_dropped": sorted(t for c in chunks for t in c["repeats"]),
+            "repeats_dropped": repeats,
         },
         "stages": stage_figures(chunks, model),
         "confidence": [{"time": t, "confidence": c} for t, c in confidence],
         "low_confidence": least_confident(m for c in chunks for m in c["moments"]),
-        "brightness": [
-            {"time": t, "mean": v} for t, v in sorted(p for c in chunks for p in c["brightness"])
-        ],
+        "brightness": [{"time": t, "mean": v} for t, v in brightness],
         "repair": repair,
     }
+
+
+def brightness_of(image: torch.Tensor) -> float:
+    """A frame's (1, 3, H, W) brightness, 0-1: the median of its GRID × GRID cells' means."""
+    cells = F.adaptive_avg_pool2d(image.float().mean(dim=1, keepdim=True), GRID)
+    return float(cells.flatten().median())
+
+
+def flicker_index(values: list[float]) -> float:
+    """Flicker in 8-bit grey levels: the RMS of each frame's mean brightness (0-1) less the
+    median of its neighbours' (``FLICKER_RADIUS`` either side, not the frame itself). A
+    shutter's flicker, new in every frame, reads a little over its own RMS (1.1-1.25×: the
+    median's own spread); a steady picture or a fade reads 0."""
+    if len(values) < 3:
+        return 0.0
+    b = np.asarray(values, dtype=np.float64)
+    # Past the ends the shot goes on as it went (a fade keeps fading).
+    padded = np.pad(b, FLICKER_RADIUS, mode="reflect", reflect_type="odd")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * FLICKER_RADIUS + 1)
+    neighbours = np.delete(windows, FLICKER_RADIUS, axis=1)
+    return float(np.sqrt(np.mean((b - np.median(neighbours, axis=1)) ** 2)) * 255)
+
+
+def shots(
+    cuts: list[float],
+    brightness: list[tuple[float, float]],
+    confidence: list[tuple[float, float]],
+    repeats: list[float],
+) -> list[dict[str, Any]]:
+    """The film shot by shot (a shot starts at 0 and at each cut): its first and last source
+    frames' times, its frames, the repeats dropped in it, its flicker (``flicker_index``, of
+    the frames as the upscaler got them), and its made frames' confidence (mean, least)."""
+    if not brightness:
+        return []
+    starts = [brightness[0][0], *cuts]
+    found = []
+    for n, start in enumerate(starts):
+        stop = starts[n + 1] if n + 1 < len(starts) else math.inf
+        frames = [(t, v) for t, v in brightness if start <= t < stop]
+        if not frames:
+            continue
+        sure = [c for t, c in confidence if start <= t < stop]
+        found.append(
+            {
+                "start": frames[0][0],
+                "end": frames[-1][0],
+                "frames": len(frames),
+                "repeats_dropped": sum(start <= t < stop for t in repeats),
+                "flicker": round(flicker_index([v for _, v in frames]), 3),
+                "confidence": round(sum(sure) / len(sure), 4) if sure else None,
+                "least_confidence": min(sure) if sure else None,
+            }
+        )
+    return found
 
 
 def least_confident(moments: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

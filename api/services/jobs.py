@@ -29,7 +29,7 @@ from shared.models import (
     new_id,
 )
 from shared.schemas import JobCreate, JobOptions, JobPublic, JobReport, JobsPublic, public_meta
-from shared.storage import Storage, job_prefix, report_key
+from shared.storage import Storage, analysis_prefix, job_prefix, report_key
 from shared.storage import input_key as input_key_of
 from shared.webhooks import check_url
 
@@ -132,6 +132,8 @@ def create_job_from_uploads(
         source = get_job(session, key, body.source_job)
         input_key, filename, size = input_key_of(job_id), source.input_filename, source.input_size
         storage.copy(source.input_key, input_key)
+        # What the workers measured of the film comes with it, so it is not measured again.
+        storage.copy_prefix(analysis_prefix(source.input_key), analysis_prefix(input_key))
         if audio_key is None and source.audio_key and options.audio in ("replace", "add"):
             audio_key = f"jobs/{job_id}/audio"
             storage.copy(source.audio_key, audio_key)

@@ -121,15 +121,25 @@ function figure(src, caption) {
 function stageRows(stages) {
   return Object.entries(stages).filter(([, v]) => v && typeof v === "object" && "seconds" in v)
     .map(([name, v]) => {
-      const row = document.createElement("tr");
       const model = v.model ? `${v.model} (${Object.values(v.files || {}).map((h) => (h || "").slice(0, 12)).join(", ")})` : "";
-      [name, v.seconds, v.fps ?? "—", model].forEach((cell) => {
-        const td = document.createElement("td");
-        td.textContent = cell;
-        row.append(td);
-      });
-      return row;
+      return cells([name, v.seconds, v.fps ?? "—", model]);
     });
+}
+
+function cells(values) {
+  const row = document.createElement("tr");
+  values.forEach((value) => {
+    const td = document.createElement("td");
+    td.textContent = value;
+    row.append(td);
+  });
+  return row;
+}
+
+function shotRows(shots) {
+  const sure = (v) => (v == null ? "—" : `${Math.round(v * 100)} %`);
+  return shots.map((s) => cells([seconds(s.start), seconds(s.end), s.frames, s.repeats_dropped,
+    s.flicker.toFixed(2), s.confidence == null ? "—" : `${sure(s.confidence)} (${sure(s.least_confidence)})`]));
 }
 
 // The job's report, in the panel above the list.
@@ -146,6 +156,7 @@ async function openReport(job) {
   plot($(".brightness", panel), report.brightness.map((p) => [p.time, p.mean]), report.cuts, duration);
   $(".moments", panel).replaceChildren(...report.low_confidence.map((m) =>
     figure(m.thumbnail, `${seconds(m.time)} · ${Math.round(m.confidence * 100)} % agree`)));
+  $(".shots tbody", panel).replaceChildren(...shotRows(report.shots || []));
   $(".stages tbody", panel).replaceChildren(...stageRows(report.stages));
   const stills = job.has_preview
     ? await Promise.all(["before", "after"].map((w) => api(`/v1/jobs/${job.id}/preview/${w}?redirect=false`)))

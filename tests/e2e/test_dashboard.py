@@ -220,6 +220,9 @@ def test_previews_side_by_side_the_whole_film_and_the_report(
     points = report.locator("svg.confidence polyline").get_attribute("points") or ""
     assert len(points.split()) > 40  # a point per made frame
     expect(report.locator(".stages tbody tr").first).to_be_visible()
+    # Two shots, the second from the cut.
+    expect(report.locator(".shots tbody tr")).to_have_count(2)
+    expect(report.locator(".shots tbody tr").nth(1).locator("td").first).to_have_text("1.01 s")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "dashboard-previews-report.png"), full_page=True)
 

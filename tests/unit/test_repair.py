@@ -4,6 +4,9 @@ film as it is; a chunked run repairs every frame as an unchunked one does."""
 
 from __future__ import annotations
 
+import json
+import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -12,11 +15,17 @@ import pytest
 import torch
 
 from tests.clips import decoded_frames, make_clip, write_frames
-from worker.film_repair import plan_repair
+from worker.film_repair import (
+    analysis_version,
+    findings_name,
+    kept_findings,
+    plan_repair,
+    read_findings,
+)
 from worker.media.probe import probe
 from worker.pipeline import Options, process_file
 from worker.stages import deflicker, dust, interlace, weave
-from worker.stages.repair import RepairPlan, analyse, decide
+from worker.stages.repair import Findings, RepairPlan, analyse, decide, one_thread
 
 H, W = 72, 96
 FAST = {"upscaler": "lanczos", "interpolator": "blend", "scale": 1, "codec": "ffv1"}
@@ -71,6 +80,10 @@ def test_dust_is_replaced_and_a_fast_small_object_kept() -> None:
     cleaned = list(dust.despeckled(damaged.split(1)))
     out = torch.cat([frame for frame, _ in cleaned])
     assert [n for _, n in cleaned] == [0, 0, 0, 1, 0, 1, 0, 1, 0, 0]
+    # Counted only (as the analysis counts): the same defects, the frames left as they are.
+    counted = list(dust.despeckled(damaged.split(1), mend=False))
+    assert [n for _, n in counted] == [n for _, n in cleaned]
+    assert torch.equal(torch.cat([frame for frame, _ in counted]), damaged)
     assert (out[3, :, 20:24, 30:33] - clean[3, :, 20:24, 30:33]).abs().max() < 0.05
     assert (out[5, :, 60:62, 70:73] - clean[5, :, 60:62, 70:73]).abs().max() < 0.05
     assert (out[7, :, 8:H, 50:52] - clean[7, :, 8:H, 50:52]).abs().max() < 0.05
@@ -166,3 +179,44 @@ def test_a_plan_travels_as_json() -> None:
     assert RepairPlan.from_dict(plan.to_dict()).to_dict() == plan.to_dict()
     assert plan.dust and plan.deinterlace == "tff" and not plan.deflicker
     assert plan.context == 1 + 1
+
+
+def test_findings_are_kept_exactly_and_read_only_for_their_film() -> None:
+    found = analyse([scene(12, pan=1.0), scene(12, pan=0.3, seed=3)], fps=24.0)
+    data = kept_findings(found, "ab12")
+    assert read_findings(data, "ab12") == found  # exactly: the same plan follows
+    assert decide(Options(), read_findings(data, "ab12")) == decide(Options(), found)
+    for other in (b"", b'{"found": ', b"[]", json.dumps({**json.loads(data), "analysis": "0"})):
+        with pytest.raises(ValueError):
+            read_findings(other if isinstance(other, bytes) else other.encode(), "ab12")
+    with pytest.raises(ValueError, match="other bytes"):
+        read_findings(data, "cd34")
+    fields = asdict(found)
+    for wrong in ({**fields, "noise": "1"}, {**fields, "extra": 1}, {"frames": 3}, None):
+        with pytest.raises(ValueError):
+            Findings.from_dict(wrong)
+    # The names say what was measured, and by which code.
+    assert findings_name(frozenset({"dust", "deflicker"})) != findings_name(frozenset({"dust"}))
+    assert analysis_version() in findings_name(frozenset({"dust"}))
+
+
+def test_the_analysis_runs_on_one_thread_of_its_own() -> None:
+    threads, seen = torch.get_num_threads(), []
+    ready, asked, told = threading.Event(), threading.Event(), threading.Event()
+
+    def running() -> None:  # a thread already using torch keeps its threads meanwhile
+        seen.append(torch.get_num_threads())
+        ready.set()
+        asked.wait(10)
+        seen.append(torch.get_num_threads())
+        told.set()
+
+    other = threading.Thread(target=running)
+    other.start()
+    ready.wait(10)
+    with one_thread():
+        seen.append(torch.get_num_threads())
+        asked.set()
+        told.wait(10)
+    other.join()
+    assert seen == [threads, 1, threads] and torch.get_num_threads() == threads

@@ -7,12 +7,13 @@ import math
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.clips import PLANTED_CUT, PLANTED_OCCLUSION, make_planted_clip
 from tests.unit.test_process import run_cli
-from worker.report import LISTED, LOW_CONFIDENCE, ChunkReport, merge
+from worker.report import LISTED, LOW_CONFIDENCE, ChunkReport, flicker_index, merge
 
 # Film repair would judge the synthetic shots; this is about what the report finds.
 REPAIR_OFF = [f"--{part}" for part in ("degrain", "deflicker", "dust", "stabilise", "deinterlace")]
@@ -62,11 +63,21 @@ def test_the_report_names_the_planted_cut_repeats_and_occlusion(
     assert min(elsewhere) > 0.95
     assert report["stages"]["devices"] == ["cpu"]
     assert report["stages"]["interpolate"]["fps"] > 0
+    # Shot by shot: the cut starts the second; the repeats and the unsure moment fall in
+    # the shots they were in.
+    first, second = report["shots"]
+    assert first["start"] == 0 and abs(second["start"] - PLANTED_CUT) < FRAME
+    assert first["end"] < second["start"]
+    before = sum(t < second["start"] for t in planted)
+    assert (first["repeats_dropped"], second["repeats_dropped"]) == (before, len(planted) - before)
+    unsure = first if moment["time"] < second["start"] else second
+    sure = second if unsure is first else first
+    assert unsure["least_confidence"] < LOW_CONFIDENCE < sure["least_confidence"]
 
 
 def test_the_report_does_not_depend_on_where_chunks_are_cut(reports: dict[float, dict]) -> None:
     chunked, whole = reports[1.0], reports[100.0]
-    for key in ("cuts", "cadence", "confidence"):
+    for key in ("cuts", "cadence", "confidence", "shots"):
         assert chunked[key] == whole[key], key
     # The same moments, their pictures in each run's own folder.
     for a, b in zip(chunked["low_confidence"], whole["low_confidence"], strict=True):
@@ -89,3 +100,12 @@ def test_a_moment_is_listed_once_and_the_least_sure_are_kept() -> None:
     merged = merge([{**chunk, "encoder": "libx264"}], {})
     times = [m["time"] for m in merged["low_confidence"]]
     assert times == sorted(times) and len(times) == LISTED
+
+
+def test_flicker_reads_what_changes_from_frame_to_frame_not_a_fade() -> None:
+    steady, fade = [0.5] * 24, [0.2 + 0.02 * i for i in range(24)]
+    # Each frame's exposure new, σ 2 grey levels: what a worn shutter does.
+    flicker = list(0.5 + np.random.default_rng(3).normal(0, 2 / 255, 96))
+    assert flicker_index(steady) == 0.0
+    assert flicker_index(fade) < 0.01
+    assert 1.8 < flicker_index(flicker) < 2.6

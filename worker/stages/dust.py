@@ -135,16 +135,28 @@ def _extreme(y: torch.Tensor, radius: int, largest: bool) -> torch.Tensor:
     return sign * F.max_pool2d(sign * y, size, stride=1, padding=radius)
 
 
-def nothing_stands_out(
-    prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor, settings: DustSettings
-) -> bool:
+class Near(NamedTuple):
+    """A frame's luma (1, 1, H, W) and the largest and smallest luma within NEAR_PX of each
+    pixel: what ``nothing_stands_out`` compares, measured once per frame."""
+
+    y: torch.Tensor
+    high: torch.Tensor
+    low: torch.Tensor
+
+
+def near(frame: torch.Tensor) -> Near:
+    """The ``Near`` measures of a (1, C, H, W) frame."""
+    y = luma(frame.float())
+    return Near(y, _extreme(y, NEAR_PX, True), _extreme(y, NEAR_PX, False))
+
+
+def nothing_stands_out(prev: Near, cur: Near, nxt: Near, settings: DustSettings) -> bool:
     """Whether no pixel of ``cur`` is brighter (darker) than everything within NEAR_PX of
     it in both neighbours, by the contrast threshold: then there is no defect to look for,
     and no flow to estimate (motion up to NEAR_PX a frame cannot make such a pixel)."""
-    y, yp, yn = luma(cur.float()), luma(prev.float()), luma(nxt.float())
-    c = settings.contrast
-    brighter = (y > _extreme(yp, NEAR_PX, True) + c) & (y > _extreme(yn, NEAR_PX, True) + c)
-    darker = (y < _extreme(yp, NEAR_PX, False) - c) & (y < _extreme(yn, NEAR_PX, False) - c)
+    y, c = cur.y, settings.contrast
+    brighter = (y > prev.high + c) & (y > nxt.high + c)
+    darker = (y < prev.low - c) & (y < nxt.low - c)
     return not bool((brighter | darker).any())
 
 
@@ -207,7 +219,7 @@ def candidates(
     the neighbours warped by those, which must also agree with each other there."""
     first = backwarp(prev, flows.to_prev), backwarp(nxt, flows.to_next)
     suspect, _, _ = _stands_out(cur, *first, settings)
-    suspect = F.max_pool2d(suspect.float(), 2 * SUSPECT_PX + 1, 1, SUSPECT_PX) > 0
+    suspect = _extreme(suspect.float(), SUSPECT_PX, True) > 0
     to_prev, prev_ok = trusted_flow(flows.to_prev, flows.from_prev, suspect)
     to_next, next_ok = trusted_flow(flows.to_next, flows.from_next, suspect)
     warped_prev, warped_next = backwarp(prev, to_prev), backwarp(nxt, to_next)
@@ -357,55 +369,70 @@ def _dust_blobs(
 
 
 def repaired_frame(
-    prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor, flows: Flows, settings: DustSettings
+    prev: torch.Tensor,
+    cur: torch.Tensor,
+    nxt: torch.Tensor,
+    flows: Flows,
+    settings: DustSettings,
+    mend: bool = True,
 ) -> tuple[torch.Tensor, int]:
-    """``cur`` with its one-frame defects replaced, and how many were."""
+    """``cur`` with its one-frame defects replaced (left as it is without ``mend``), and
+    how many were found."""
     mask, found = candidates(prev, cur, nxt, flows, settings)
     if not bool(mask.any()) or float(mask.float().mean()) > MAX_SHARE:
         return cur, 0
     dust, labels = _dust_blobs(cur, prev, nxt, mask, found, settings)
-    if not dust.any():
-        return cur, 0
+    if not dust.any() or not mend:
+        return cur, int(dust.sum())
     h, w = labels.shape
     replace = torch.from_numpy(dust[labels]).to(mask.device).view(1, 1, h, w).float()
     # A scratch judged inside goes on into the edge strip where it stands out there too.
-    reach = F.max_pool2d(replace, 2 * EDGE_PX + 1, stride=1, padding=EDGE_PX) > 0
+    reach = _extreme(replace, EDGE_PX, True) > 0
     replace = torch.maximum(replace, (reach & found["edges"]).float())
     # One pixel more all round: a speck's soft edge differs less than the threshold.
-    replace = F.max_pool2d(replace, 3, stride=1, padding=1) > 0
+    replace = _extreme(replace, 1, True) > 0
     fill = ((found["prev"] + found["next"]) / 2).to(cur.dtype)
     return torch.where(replace, fill, cur), int(dust.sum())
 
 
 def despeckled(
-    frames: Iterable[torch.Tensor], settings: DustSettings = DustSettings()
+    frames: Iterable[torch.Tensor], settings: DustSettings = DustSettings(), mend: bool = True
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """The frames (1, C, H, W) of a stretch of film with one-frame defects replaced, each
-    with the number of defects replaced in it. Flows are estimated only around frames
-    where something stands out, once per pair of frames."""
+    with the number of defects found in it (``mend=False``: counted only, the frames left as
+    they are). Flows are estimated only around frames where something stands out, once per
+    pair of frames; each frame's ``Near`` measures once."""
     pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # i: flows (i-1 → i, i → i-1)
+    nears: dict[int, Near] = {}
 
     def pair(i: int, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if i not in pairs:
             pairs[i] = pair_flow(a, b)
         return pairs[i]
 
+    def measured(i: int, frame: torch.Tensor) -> Near:
+        if i not in nears:
+            nears[i] = near(frame)
+        return nears[i]
+
     for index, (window, at) in enumerate(windows(linked(frames), 1)):
         cur = window[at].frame
         for old in [k for k in pairs if k < index]:
             del pairs[old]
+        for old in [k for k in nears if k < index - 1]:
+            del nears[old]
         if at == 0 or at + 1 >= len(window) or window[at].cut or window[at + 1].cut:
             yield cur, 0  # the film's first or last frame, or next to a cut: one neighbour
             continue
         prev, nxt = window[at - 1].frame, window[at + 1].frame
-        if nothing_stands_out(prev, cur, nxt, settings):
+        around = measured(index - 1, prev), measured(index, cur), measured(index + 1, nxt)
+        if nothing_stands_out(*around, settings):
             yield cur, 0
             continue
         from_prev, to_prev = pair(index, prev, cur)
         to_next, from_next = pair(index + 1, cur, nxt)
-        yield repaired_frame(
-            prev, cur, nxt, Flows(to_prev, from_prev, to_next, from_next), settings
-        )
+        flows = Flows(to_prev, from_prev, to_next, from_next)
+        yield repaired_frame(prev, cur, nxt, flows, settings, mend)
 
 
 def despeckle(frames: torch.Tensor, settings: DustSettings = DustSettings()) -> torch.Tensor:

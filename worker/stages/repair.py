@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,10 @@ DENOISED_NOISE = 1.0
 SAMPLE_RUNS = 5
 SAMPLE_LENGTH = 16
 ANALYSIS_WIDTH = 480
+# Findings are kept with the film they measure (worker.jobs) under a name made from this,
+# the code of the modules that measure (worker.film_repair.analysis_version) and the
+# libraries' versions: raise it when what is found changes without that code changing.
+ANALYSIS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,20 @@ class Findings:
     def defects_per_minute(self) -> float:
         """One-frame defects per minute of film, estimated from the sample."""
         return self.defects * (self.fps or 24.0) * 60
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Findings:
+        """Findings from ``asdict``'s output: every field, each of its type (an int for a
+        float); ``ValueError`` for anything else."""
+        kinds = {name: type(value) for name, value in asdict(cls()).items()}
+        if not isinstance(data, dict) or set(data) != set(kinds):
+            raise ValueError(f"not findings: {data!r:.200}")
+        for name, kind in kinds.items():
+            value = data[name]
+            allowed = (int, float) if kind is float else (kind,)
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                raise ValueError(f"findings' {name} is {value!r:.50}")
+        return cls(**{name: kinds[name](data[name]) for name in kinds})
 
 
 @dataclass(frozen=True)
@@ -230,7 +249,8 @@ def _measure_run(run: torch.Tensor, tally: _Tally, parts: frozenset[str]) -> Non
         tally.flicker += amplitude**2 * n
         tally.flicker_steps += pattern * n
     if "dust" in parts:
-        counts = [count for _, count in despeckled(frames, DustSettings(noise / scale))]
+        found = despeckled(frames, DustSettings(noise / scale), mend=False)
+        counts = [count for _, count in found]
         tally.defects += sum(counts)
         tally.dusty += sum(count > 0 for count in counts)
         tally.judged += max(n - 2, 0)
@@ -245,6 +265,24 @@ def _smaller(frames: list[torch.Tensor]) -> tuple[list[torch.Tensor], float]:
     return [F.interpolate(f.float(), size=size, mode="area") for f in frames], w / ANALYSIS_WIDTH
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch's CPU ops on this thread run on one core, then as before.
+
+    The analysis is hundreds of small ops (frames at most ANALYSIS_WIDTH wide, thumbnails,
+    masks), too small to gain from threads; on cores shared with other work each op's
+    threads wait for one another, and it measured 2-10× slower at 854×480. The setting is
+    this thread's (OpenMP's): threads already using torch keep theirs (one first using it
+    meanwhile would start with one). What is found does not change (to the last bit on the
+    benchmark's clips: the ops work per pixel or on small sets)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def analyse(
     runs: Iterable[torch.Tensor],
     field_order: str | None = None,
@@ -256,8 +294,9 @@ def analyse(
     file's own claim, used when the picture shows no combing to judge by."""
     tally = _Tally()
     wanted = frozenset(parts)
-    for run in runs:
-        _measure_run(run, tally, wanted)
+    with one_thread():
+        for run in runs:
+            _measure_run(run, tally, wanted)
     if not tally.frames:
         return Findings()
     order = field_order if field_order in FIELD_ORDERS else "tff"
