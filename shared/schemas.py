@@ -106,10 +106,12 @@ class ReportShot(BaseModel):
     end: float = Field(description="Its last source frame's time (s).")
     frames: int = Field(description="Source frames in it (repeats dropped not counted).")
     repeats_dropped: int
-    flicker: float = Field(
-        description="Frame-to-frame brightness flicker, 8-bit grey levels RMS, as upscaled "
-        "(after repair): each frame's mean against its neighbours' median; about 0 when steady."
+    flicker_before: float = Field(
+        description="Frame-to-frame brightness flicker as decoded, before repair: 8-bit grey "
+        "levels RMS of each frame's brightness against its neighbours' median; about 0 when "
+        "steady or fading."
     )
+    flicker: float = Field(description="The same, as upscaled (after repair).")
     confidence: float | None = Field(description="Mean confidence of its interpolated frames.")
     least_confidence: float | None
 

@@ -36,6 +36,7 @@ from shared.options import JobOptions
 from worker.media.decode import SourceFrame, decode_range
 from worker.media.probe import MediaInfo, scan_frames
 from worker.models.loader import load_denoiser
+from worker.report import brightness_of
 from worker.stages.denoise import add_grain
 from worker.stages.interlace import SHOWN_FIRST
 from worker.stages.repair import (
@@ -172,10 +173,12 @@ def repaired_reader(
     plan: RepairPlan | None,
     device: torch.device,
     clock: dict[str, float],
+    before: dict[int, float] | None = None,
 ) -> Reader:
     """A reader of the source's frames, repaired as ``plan`` says (plain decoding without
     one). Its own seconds go to ``clock["repair"]`` and come off ``clock["decode"]``, which
-    the caller's timing of the reader counts them in."""
+    the caller's timing of the reader counts them in. ``before`` gets each decoded frame's
+    brightness (``worker.report.brightness_of``) by pts, as it was before repair."""
     if plan is None or not plan.active:
         return lambda first, last: decode_range(source, info, first, last, device)
     active, network = plan, None
@@ -196,6 +199,8 @@ def repaired_reader(
                 if frame is None:
                     return
                 shown.append(frame.pts)
+                if before is not None:
+                    before[frame.pts] = brightness_of(frame.image)
                 yield frame.image
 
         stream = repaired(images(), active, network)

@@ -508,8 +508,7 @@ def timed_frames(
         if owner and previous and is_scene_cut(previous.src, current.src):
             result.report.cuts.append(float(current.time))
         if plan.start <= current.time < plan.stop:
-            level = round(brightness_of(current.src), 5)
-            result.report.brightness.append((round(float(current.time), 6), level))
+            result.report.saw(current.time, brightness_of(current.src), frame.pts)
         previous = current
         yield current
 
@@ -706,7 +705,8 @@ def process_chunk(
     try:
         # Leaving the block, however, stops and joins every stage thread.
         with Overlap(overlap) as stages, VideoWriter(part, spec, chunk_muxer(spec.codec)) as writer:
-            read = repaired_reader(source, info, repair, device, clock)
+            before = result.report.levels_before if repair.active else None
+            read = repaired_reader(source, info, repair, device, clock, before)
             upscaled = upscaled_frames(
                 source, info, span, upscaler, size, options.batch, device, clock, stages, read
             )

@@ -57,8 +57,18 @@ class ChunkReport:
     original_fps: float | None = None
     confidence: list[tuple[float, float]] = field(default_factory=list)
     moments: list[Moment] = field(default_factory=list)
-    # Each source frame's brightness (0-1, ``brightness_of``) as the upscaler got it.
+    # Each source frame's brightness (0-1, ``brightness_of``) as the upscaler got it, and
+    # where repair ran, as it was decoded (filled by pts in ``levels_before``).
     brightness: list[tuple[float, float]] = field(default_factory=list)
+    brightness_before: list[tuple[float, float]] = field(default_factory=list)
+    levels_before: dict[int, float] = field(default_factory=dict, repr=False)
+
+    def saw(self, time: Fraction, level: float, pts: int) -> None:
+        """Record a source frame's brightness at ``time``, and before repair if known."""
+        at = round(float(time), 6)
+        self.brightness.append((at, round(level, 5)))
+        if pts in self.levels_before:
+            self.brightness_before.append((at, round(self.levels_before.pop(pts), 5)))
 
     def found_cadence(self, pattern: str, original_fps: float) -> None:
         """Record the cadence whose repeats the chunk dropped."""
@@ -87,6 +97,7 @@ class ChunkReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the moments without their pictures (see ``thumbnails``)."""
         data = asdict(self)
+        del data["levels_before"]
         data["moments"] = [
             {"time": m.time, "confidence": m.confidence, "thumbnail": thumb_name(m.time)}
             for m in self.moments
@@ -124,10 +135,11 @@ def merge(
     cadences = sorted({c["cadence"] for c in chunks if c["cadence"] not in (None, "1")})
     cuts = sorted(t for c in chunks for t in c["cuts"])
     brightness = sorted(p for c in chunks for p in c["brightness"])
+    before = sorted(p for c in chunks for p in c.get("brightness_before", []))
     repeats = sorted(t for c in chunks for t in c["repeats"])
     return {
         "cuts": cuts,
-        "shots": shots(cuts, brightness, confidence, repeats),
+        "shots": shots(cuts, brightness, confidence, repeats, before),
         "cadence": {
             "patterns": cadences,
             "original_fps": sorted({c["original_fps"] for c in chunks if c["original_fps"]}),
@@ -167,10 +179,12 @@ def shots(
     brightness: list[tuple[float, float]],
     confidence: list[tuple[float, float]],
     repeats: list[float],
+    before: list[tuple[float, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """The film shot by shot (a shot starts at 0 and at each cut): its first and last source
-    frames' times, its frames, the repeats dropped in it, its flicker (``flicker_index``, of
-    the frames as the upscaler got them), and its made frames' confidence (mean, least)."""
+    frames' times, its frames, the repeats dropped in it, its flicker (``flicker_index``) as
+    decoded (``before``: the brightness before repair, where repair ran) and as the upscaler
+    got it, and its made frames' confidence (mean, least)."""
     if not brightness:
         return []
     starts = [brightness[0][0], *cuts]
@@ -181,13 +195,16 @@ def shots(
         if not frames:
             continue
         sure = [c for t, c in confidence if start <= t < stop]
+        flicker = flicker_index([v for _, v in frames])
+        decoded = [v for t, v in before or [] if start <= t < stop]
         found.append(
             {
                 "start": frames[0][0],
                 "end": frames[-1][0],
                 "frames": len(frames),
                 "repeats_dropped": sum(start <= t < stop for t in repeats),
-                "flicker": round(flicker_index([v for _, v in frames]), 3),
+                "flicker_before": round(flicker_index(decoded) if decoded else flicker, 3),
+                "flicker": round(flicker, 3),
                 "confidence": round(sum(sure) / len(sure), 4) if sure else None,
                 "least_confidence": min(sure) if sure else None,
             }

@@ -139,7 +139,7 @@ function cells(values) {
 function shotRows(shots) {
   const sure = (v) => (v == null ? "—" : `${Math.round(v * 100)} %`);
   return shots.map((s) => cells([seconds(s.start), seconds(s.end), s.frames, s.repeats_dropped,
-    s.flicker.toFixed(2), s.confidence == null ? "—" : `${sure(s.confidence)} (${sure(s.least_confidence)})`]));
+    `${s.flicker_before.toFixed(2)} → ${s.flicker.toFixed(2)}`, s.confidence == null ? "—" : `${sure(s.confidence)} (${sure(s.least_confidence)})`]));
 }
 
 // The job's report, in the panel above the list.
