@@ -347,6 +347,28 @@ def upscale(sample: Sample, args: argparse.Namespace) -> dict[str, dict[str, Res
     return jobs
 
 
+def compression_cost(sample: Sample, args: argparse.Namespace) -> dict[str, Result]:
+    """A diagnostic, not a job: FFmpeg's Lanczos from the area-downscaled copy before x264
+    and after it, per scale. The difference is what compression took, which no upscaler
+    trained on clean downscales puts back: it bounds what SR can gain on these inputs."""
+    found = {}
+    frames = min(args.sr_frames, len(sample.truth.y))
+    indices, (w, h) = list(range(frames)), (sample.width, sample.height)
+    for scale in args.scales:
+        out = sample.work / f"ffmpeg_x{scale}_uncompressed.mkv"
+        chain = f"trim=end_frame={frames},scale={w // scale}:{h // scale}:flags=area"
+        run_ffmpeg(
+            sample.log(out.stem),
+            *("-i", str(sample.clean), "-vf", f"{chain},scale={w}:{h}:flags=lanczos"),
+            *("-c:v", "ffv1", str(out)),
+        )
+        clean = score_against(decode(out, sample.rate), sample.truth, indices)["psnr_y"]
+        compressed = decode(sample.work / f"ffmpeg_x{scale}.mkv", sample.rate)
+        lossy = score_against(compressed, sample.truth, indices)["psnr_y"]
+        found[f"×{scale}"] = {"uncompressed": clean, "x264": lossy, "cost": clean - lossy}
+    return found
+
+
 def score_frame_rate(
     out: Clip, truth: Clip, half: Clip, kept: list[int], new: list[int], tolerance: float
 ) -> Result:
@@ -422,7 +444,8 @@ def bench_clip(name: str, args: argparse.Namespace, defaults: Result) -> Result:
         **frame_rate(sample, args, str(defaults["interpolator"])),
     }
     size = [sample.width, sample.height]
-    return {"clip": {"start": start, "size": size, "frames": n, "rate": rate}, "jobs": jobs}
+    clip = {"start": start, "size": size, "frames": n, "rate": rate}
+    return {"clip": clip, "jobs": jobs, "compression": compression_cost(sample, args)}
 
 
 def fmt(value: object, spec: str, width: int) -> str:
@@ -616,6 +639,13 @@ def main() -> None:
         results[name] = bench_clip(name, args, defaults)
         rows += rows_of(name, results[name]["jobs"])
     means = print_table(rows)
+    print("\nwhat x264 took (FFmpeg's Lanczos from the copy before x264 / after it, dB):")
+    for name, result in results.items():
+        for scale, c in result["compression"].items():
+            print(
+                f"  {name:13s} {scale}: {c['uncompressed']:.2f} / {c['x264']:.2f}"
+                f"  (compression cost {c['cost']:.2f})"
+            )
     total = time.perf_counter() - started
     info["load_at_end"] = os.getloadavg()[0]
     print(
