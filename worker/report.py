@@ -10,8 +10,9 @@ Nothing in a report is claimed: every number comes from the film.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -174,6 +175,19 @@ def flicker_index(values: list[float]) -> float:
     return float(np.sqrt(np.mean((b - np.median(neighbours, axis=1)) ** 2)) * 255)
 
 
+def _time(point: tuple[float, float]) -> float:
+    return point[0]
+
+
+def _between(
+    points: list[Any], start: float, stop: float, key: Callable[[Any], float] | None = None
+) -> list[Any]:
+    """The sorted ``points`` (by ``key``: their times) from ``start`` to before ``stop``."""
+    return points[
+        bisect.bisect_left(points, start, key=key) : bisect.bisect_left(points, stop, key=key)
+    ]
+
+
 def shots(
     cuts: list[float],
     brightness: list[tuple[float, float]],
@@ -187,22 +201,22 @@ def shots(
     got it, and its made frames' confidence (mean, least)."""
     if not brightness:
         return []
+
     starts = [brightness[0][0], *cuts]
     found = []
-    for n, start in enumerate(starts):
-        stop = starts[n + 1] if n + 1 < len(starts) else math.inf
-        frames = [(t, v) for t, v in brightness if start <= t < stop]
+    for start, stop in zip(starts, [*starts[1:], math.inf], strict=True):
+        frames = _between(brightness, start, stop, _time)
         if not frames:
             continue
-        sure = [c for t, c in confidence if start <= t < stop]
+        sure = [c for _, c in _between(confidence, start, stop, _time)]
         flicker = flicker_index([v for _, v in frames])
-        decoded = [v for t, v in before or [] if start <= t < stop]
+        decoded = [v for _, v in _between(before or [], start, stop, _time)]
         found.append(
             {
                 "start": frames[0][0],
                 "end": frames[-1][0],
                 "frames": len(frames),
-                "repeats_dropped": sum(start <= t < stop for t in repeats),
+                "repeats_dropped": len(_between(repeats, start, stop)),
                 "flicker_before": round(flicker_index(decoded) if decoded else flicker, 3),
                 "flicker": round(flicker, 3),
                 "confidence": round(sum(sure) / len(sure), 4) if sure else None,
