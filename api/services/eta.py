@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
 from shared.jobs import ACTIVE
@@ -232,7 +232,7 @@ class QueueView:
 QUEUE = QueueView(SNAPSHOT_S)
 
 
-def standings(session: Session, jobs: list[tuple[Job, int]]) -> dict[str, Standing]:
+def standings(session: Session, jobs: list[tuple[Job | Row[Any], int]]) -> dict[str, Standing]:
     """Queue position and ETA of each of ``jobs``, given with their chunks done as the caller
     read them (a default `Standing` for finished ones)."""
     wanted = {

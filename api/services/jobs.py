@@ -7,9 +7,10 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, func, select, true, tuple_, update
+from sqlalchemy import Row, Select, bindparam, func, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from api.services.eta import Standing, standings
@@ -32,6 +33,9 @@ from shared.schemas import JobCreate, JobOptions, JobPublic, JobReport, JobsPubl
 from shared.storage import Storage, analysis_prefix, job_prefix, report_key
 from shared.storage import input_key as input_key_of
 from shared.webhooks import check_url
+
+# A job as a poll reads it, with its (chunks done, frames done).
+ShownJob = tuple[Row[Any], tuple[int, int]]
 
 
 def is_id(value: object) -> bool:
@@ -160,7 +164,9 @@ def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
     return job
 
 
-def to_public(job: Job, counts: tuple[int, int], standing: Standing, base_url: str) -> JobPublic:
+def to_public(
+    job: Job | Row[Any], counts: tuple[int, int], standing: Standing, base_url: str
+) -> JobPublic:
     """A job with its progress (from its chunks' frame counters) and its place in the queue."""
     chunks_done, frames_done = counts
     frames_total = job.frames_total
@@ -201,22 +207,37 @@ def public(session: Session, job: Job, base_url: str) -> JobPublic:
     return to_public(job, counts, place, base_url)
 
 
-def _with_counts(session: Session, query: Select[Job]) -> list[tuple[Job, tuple[int, int]]]:
-    """The jobs ``query`` finds, each with (chunks done, frames done) summed in the same
-    query: a poll or a page of the list is one round trip to the database, not two."""
-    done = func.count().filter(Chunk.status == ChunkStatus.DONE)
-    counts = (
-        select(done.label("done"), func.coalesce(func.sum(Chunk.frames_done), 0).label("frames"))
-        .where(Chunk.job_id == Job.id)
-        .lateral("counts")
+# What a poll or the list reads of a job: the columns ``to_public`` shows, as plain rows
+# (no ORM objects: building those was most of a poll's CPU).
+_SHOWN = [
+    Job.__table__.c[name]
+    for name in (
+        "id", "api_key_id", "status", "stage", "options", "input_filename", "input_size",
+        "probe", "output_key", "output_meta", "error", "retryable", "chunks_total",
+        "frames_total", "timings", "preview_keys", "created_at", "started_at", "finished_at",
     )
-    rows = session.execute(query.add_columns(counts.c.done, counts.c.frames).join(counts, true()))
-    return [(job, (int(n), int(frames))) for job, n, frames in rows]
+]  # fmt: skip
+_DONE = func.count().filter(Chunk.status == ChunkStatus.DONE)
+_COUNTS = (
+    select(_DONE.label("done"), func.coalesce(func.sum(Chunk.frames_done), 0).label("frames"))
+    .where(Chunk.job_id == Job.id)
+    .lateral("counts")
+)
+_READ = select(*_SHOWN, _COUNTS.c.done, _COUNTS.c.frames).join(_COUNTS, true())
+# A poll's statement, built once (its cache key too): only the id changes.
+_POLL = _READ.where(Job.id == bindparam("job_id"))
+
+
+def _with_counts(session: Session, query: Select[Any], **params: object) -> list[ShownJob]:
+    """The jobs ``query`` (``_READ`` narrowed) finds, each with (chunks done, frames done)
+    summed in the same query: a poll or a page of the list is one round trip, not two."""
+    rows = session.execute(query, params)
+    return [(row, (int(row.done), int(row.frames))) for row in rows]
 
 
 def public_job(session: Session, key: ApiKey, job_id: str, base_url: str) -> JobPublic:
     """The caller's job ``job_id`` as clients see it (``NotFound`` as ``get_job``)."""
-    found = _with_counts(session, select(Job).where(Job.id == job_id)) if is_id(job_id) else []
+    found = _with_counts(session, _POLL, job_id=job_id) if is_id(job_id) else []
     if not found or found[0][0].api_key_id != key.id:
         raise NotFound(f"no job {job_id}")
     job, counts = found[0]
@@ -224,7 +245,7 @@ def public_job(session: Session, key: ApiKey, job_id: str, base_url: str) -> Job
     return to_public(job, counts, place, base_url)
 
 
-def _encode_cursor(job: Job) -> str:
+def _encode_cursor(job: Job | Row[Any]) -> str:
     raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -248,7 +269,7 @@ def list_jobs(
     limit: int,
 ) -> JobsPublic:
     """The caller's jobs, newest first, ``limit`` per page (keyset pagination)."""
-    query = select(Job).where(Job.api_key_id == key.id)
+    query = _READ.where(Job.api_key_id == key.id)
     if status is not None:
         query = query.where(Job.status == status)
     if cursor:
