@@ -126,7 +126,8 @@ async def check_rate(key_id: str, settings: Settings) -> None:
     window = int(now // 60)
     counter = f"lumiere:rate:{key_id}:{window}"
     try:
-        pipe = _rate_client(settings.redis_url).pipeline()
+        # No MULTI/EXEC: INCR alone is atomic, and the EXPIRE after it is the same for all.
+        pipe = _rate_client(settings.redis_url).pipeline(transaction=False)
         pipe.incr(counter)
         pipe.expire(counter, 120)
         count = int((await pipe.execute())[0])
