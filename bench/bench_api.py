@@ -10,7 +10,8 @@ half done), plus one customer with 10,000 jobs nobody polls. Half the clients po
 job (progress, ETA, queue place), half a finished one; every other request lists the newest 20
 jobs. Each client keeps one connection; requests and their answers are plain HTTP/1.1 on
 asyncio streams, so that the load generator, sharing the CPU with the server, costs as little
-as it can. Loopback only, bounded in time; it stops by itself.
+as it can. Loopback only, bounded in time; it stops by itself. Before the load, it times a
+poll's and a list's database work in its own process (CPU per call, no HTTP).
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, text
 
+from api.deps import _as_caller, _autocommit
+from api.services import jobs as service
 from cli.local_services import LocalStack, free_port
 from cli.stack import api_argv, metrics_env, prepare, worker_argv
 from shared.config import Settings, get_settings
-from shared.db import session_scope
+from shared.db import session_factory, session_scope
 from shared.keys import create_key
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, new_id, utcnow
 from shared.options import JobOptions
@@ -319,6 +322,33 @@ def measure(setup: Setup, workers: int, clients: int, seconds: float) -> dict[st
     }
 
 
+def database_cpu(settings: Settings, customer: Customer, repeats: int = 300) -> dict[str, float]:
+    """CPU milliseconds of a poll's and a list's database work (key and read, one thread trip
+    as the routes make it), timed here, in this process, without HTTP or the load."""
+    calls = {
+        "poll": (service.public_job, customer.running[0], "http://bench"),
+        "list of 20": (service.list_jobs, "http://bench", None, None, 20),
+    }
+
+    def once(work: Any, *args: object) -> None:
+        session = session_factory(settings.database_url)()
+        try:
+            _autocommit(session)
+            _as_caller(session, customer.secret, work, *args)
+        finally:
+            session.close()
+
+    found = {}
+    for name, (work, *args) in calls.items():
+        for _ in range(30):  # the pool's connection and the statement caches, warmed
+            once(work, *args)
+        began = time.process_time()
+        for _ in range(repeats):
+            once(work, *args)
+        found[name] = (time.process_time() - began) / repeats * 1000
+    return found
+
+
 def report(rows: list[dict[str, Any]], clients: int, seconds: float) -> None:
     """The table, and whether the issue's bar is met."""
     cores = os.cpu_count() or 1
@@ -384,6 +414,11 @@ def main() -> None:
                 stdout=logs,
                 stderr=subprocess.STDOUT,
             )
+        in_process = database_cpu(settings, customers[0])
+        print(
+            "database work, in process: "
+            + ", ".join(f"{name} {ms:.2f} ms CPU" for name, ms in in_process.items())
+        )
         counts = [1] if args.workers == 1 else [1, args.workers]
         setup = Setup(env, root, stack.postgres.root / "data", customers)
         rows = [measure(setup, n, args.clients, args.seconds) for n in counts]
