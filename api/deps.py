@@ -64,21 +64,22 @@ async def in_db_thread(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) 
     return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
 
 
+def read(session: Session, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Read-only ``work(*args)`` on ``session``, each statement committing itself (a poll is
+    its queries alone, without BEGIN and ROLLBACK around them); its connection given back."""
+    try:
+        _autocommit(session)
+        return work(*args, **kwargs)
+    finally:
+        session.close()
+
+
 async def read_in_thread(
     session: Session, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """Read-only ``work(*args)`` in a worker thread, its connection given back there too
-    (no round trip on the event loop at the request's end). Each statement commits itself:
-    a poll is its queries alone, without BEGIN and ROLLBACK around them."""
-
-    def run() -> T:
-        try:
-            _autocommit(session)
-            return work(*args, **kwargs)
-        finally:
-            session.close()
-
-    return await in_db_thread(run)
+    """``read`` in a worker thread, the connection given back there too (no round trip on
+    the event loop at the request's end)."""
+    return await in_db_thread(partial(read, session, work, *args, **kwargs))
 
 
 def _autocommit(session: Session) -> None:

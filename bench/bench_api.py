@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, text
 
-from api.deps import _as_caller, _autocommit
+from api.deps import _as_caller, read
 from api.services import jobs as service
 from cli.local_services import LocalStack, free_port
 from cli.stack import api_argv, metrics_env, prepare, worker_argv
@@ -332,11 +332,7 @@ def database_cpu(settings: Settings, customer: Customer, repeats: int = 300) -> 
 
     def once(work: Any, *args: object) -> None:
         session = session_factory(settings.database_url)()
-        try:
-            _autocommit(session)
-            _as_caller(session, customer.secret, work, *args)
-        finally:
-            session.close()
+        read(session, _as_caller, session, customer.secret, work, *args)
 
     found = {}
     for name, (work, *args) in calls.items():
