@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Annotated, ParamSpec, TypeVar, cast
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from api.reads import ReadPool, compiled, fetch
 from shared.config import Settings, get_settings
 from shared.db import session_factory
 from shared.errors import LumiereError
-from shared.keys import authenticate
+from shared.keys import authenticate, digest, is_live
 from shared.logs import get_logger
 from shared.models import ApiKey
 from shared.storage import Storage
@@ -164,13 +167,12 @@ def _secret(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
-async def _admitted(request: Request, key: ApiKey | None, settings: Settings) -> ApiKey:
-    """``key`` if it is one and within its rate; 401 / 429 otherwise."""
-    if key is None:
+async def _admitted(request: Request, key_id: str | None, settings: Settings) -> None:
+    """Nothing if ``key_id`` is a key's and within its rate; 401 / 429 otherwise."""
+    if key_id is None:
         raise Unauthorized("unknown or revoked API key")
-    request.state.api_key_id = key.id
-    await check_rate(key.id, settings)
-    return key
+    request.state.api_key_id = key_id
+    await check_rate(key_id, settings)
 
 
 async def get_api_key(
@@ -183,7 +185,8 @@ async def get_api_key(
     worker thread, the rate count on the event loop."""
     secret = _secret(credentials)
     key = await in_db_thread(_authenticate, session, secret)
-    return await _admitted(request, key, settings)
+    await _admitted(request, key.id if key else None, settings)
+    return cast(ApiKey, key)
 
 
 async def get_secret(
@@ -193,34 +196,47 @@ async def get_secret(
     return _secret(credentials)
 
 
-def _as_caller(
-    session: Session, secret: str, work: Callable[..., T], *args: object
-) -> tuple[ApiKey | None, T | LumiereError | None]:
-    """The key and what ``work`` returned for it, or the error it raised (an answer like
-    any other, given once the request is counted)."""
-    key = authenticate(session, secret)
-    if key is None:
-        return None, None
-    try:
-        return key, work(session, key, *args)
-    except LumiereError as err:
-        return key, err
+# The key a poll is signed with: what ``is_live`` needs of it.
+_KEY = compiled(
+    select(ApiKey.id, ApiKey.digest, ApiKey.revoked_at).where(ApiKey.digest == bindparam("digest"))
+)
+
+
+async def _caller(conn: AsyncConnection[Any], secret: str) -> str | None:
+    """The id of the live key whose secret this is, or ``None``."""
+    wanted = digest(secret)
+    found = await fetch(conn, _KEY, digest=wanted)
+    return found[0].id if found and is_live(found[0], wanted) else None
+
+
+def read_pool(request: Request) -> ReadPool:
+    """This API process's async connections (opened with the app: ``api.main``)."""
+    return cast(ReadPool, request.app.state.reads)
 
 
 async def read_as_caller(
     request: Request,
-    session: Session,
     secret: str,
     settings: Settings,
-    work: Callable[..., T],
+    work: Callable[..., Awaitable[T]],
     *args: object,
 ) -> T:
-    """Read-only ``work(session, key, *args)`` for the key ``secret`` is, the key looked up
-    in the same thread trip and on the same connection (what the routes clients poll use:
-    one trip instead of two); 401 / 429 as ``get_api_key`` gives them. The read is made
-    before the rate is counted, and its answer is withheld when the count is over."""
-    key, result = await read_in_thread(session, _as_caller, session, secret, work, *args)
-    await _admitted(request, key, settings)
+    """Read-only ``await work(conn, key_id, *args)`` for the key ``secret`` is, the key
+    looked up on the same connection, on the event loop (``api.reads``: what the routes
+    clients poll use); 401 / 429 as ``get_api_key`` gives them. The read is made before the
+    rate is counted, and its answer is withheld when the count is over."""
+
+    async def as_caller(conn: AsyncConnection[Any]) -> tuple[str | None, T | LumiereError | None]:
+        key_id = await _caller(conn, secret)
+        if key_id is None:
+            return None, None
+        try:
+            return key_id, await work(conn, key_id, *args)
+        except LumiereError as err:  # an answer like any other, given once counted
+            return key_id, err
+
+    key_id, result = await read_pool(request).run(as_caller)
+    await _admitted(request, key_id, settings)
     if isinstance(result, LumiereError):
         raise result
     return cast(T, result)

@@ -13,6 +13,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_plus
 
+import psycopg
+import psycopg_pool
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -164,15 +166,20 @@ async def store_refused(request: Request, err: ClientError) -> JSONResponse:
     return problem(502, "Bad gateway", f"the object store refused the request ({code})")
 
 
-async def pool_exhausted(request: Request, err: PoolTimeout) -> JSONResponse:
+async def pool_exhausted(
+    request: Request, err: PoolTimeout | psycopg_pool.PoolTimeout
+) -> JSONResponse:
     """No database connection free in time: 503, retry shortly."""
     log.warning("database.busy", error=str(err)[:200])
     return problem(503, "Service unavailable", "the database is busy; retry shortly")
 
 
-async def database_down(request: Request, err: OperationalError) -> JSONResponse:
-    """The database unreachable: 503, retry shortly."""
-    log.warning("database.unavailable", error=str(err.orig)[:200])
+async def database_down(
+    request: Request, err: OperationalError | psycopg.OperationalError
+) -> JSONResponse:
+    """The database unreachable (through SQLAlchemy, or the polled reads' own connections):
+    503, retry shortly."""
+    log.warning("database.unavailable", error=str(getattr(err, "orig", err))[:200])
     return problem(503, "Service unavailable", "the database is unreachable; retry shortly")
 
 
@@ -216,7 +223,9 @@ HANDLERS: dict[type[Exception], Handler] = {
     BotoCoreError: store_error,
     ClientError: store_refused,
     PoolTimeout: pool_exhausted,
+    psycopg_pool.PoolTimeout: pool_exhausted,
     OperationalError: database_down,
+    psycopg.OperationalError: database_down,
     DataError: unstorable_value,
     ClientDisconnect: client_gone,
     Exception: unexpected,

@@ -37,12 +37,13 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, text
 
-from api.deps import _as_caller, read
+from api.deps import _caller
+from api.reads import ReadPool
 from api.services import jobs as service
 from cli.local_services import LocalStack, free_port
 from cli.stack import api_argv, metrics_env, prepare, worker_argv
 from shared.config import Settings, get_settings
-from shared.db import session_factory, session_scope
+from shared.db import session_scope
 from shared.keys import create_key
 from shared.models import Chunk, ChunkStatus, Job, JobStatus, new_id, utcnow
 from shared.options import JobOptions
@@ -323,26 +324,38 @@ def measure(setup: Setup, workers: int, clients: int, seconds: float) -> dict[st
 
 
 def database_cpu(settings: Settings, customer: Customer, repeats: int = 300) -> dict[str, float]:
-    """CPU milliseconds of a poll's and a list's database work (key and read, one thread trip
-    as the routes make it), timed here, in this process, without HTTP or the load."""
+    """CPU milliseconds of a poll's and a list's database work (the key and the read, on one
+    connection, as the routes make them), timed here, in this process, without HTTP or the
+    load."""
     calls = {
-        "poll": (service.public_job, customer.running[0], "http://bench"),
-        "list of 20": (service.list_jobs, "http://bench", None, None, 20),
+        "poll": (service.read_job, customer.running[0], "http://bench"),
+        "list of 20": (service.read_jobs, "http://bench", None, None, 20),
     }
 
-    def once(work: Any, *args: object) -> None:
-        session = session_factory(settings.database_url)()
-        read(session, _as_caller, session, customer.secret, work, *args)
+    async def timed() -> dict[str, float]:
+        pool = ReadPool(settings.database_url, 1)
+        await pool.open()
 
-    found = {}
-    for name, (work, *args) in calls.items():
-        for _ in range(30):  # the pool's connection and the statement caches, warmed
-            once(work, *args)
-        began = time.process_time()
-        for _ in range(repeats):
-            once(work, *args)
-        found[name] = (time.process_time() - began) / repeats * 1000
-    return found
+        async def once(work: Any, *args: object) -> None:
+            async def both(conn: Any) -> None:
+                await work(conn, await _caller(conn, customer.secret), *args)
+
+            await pool.run(both)
+
+        found = {}
+        try:
+            for name, (work, *args) in calls.items():
+                for _ in range(30):  # the connection, its prepared statements, the queue view
+                    await once(work, *args)
+                began = time.process_time()
+                for _ in range(repeats):
+                    await once(work, *args)
+                found[name] = (time.process_time() - began) / repeats * 1000
+        finally:
+            await pool.close()
+        return found
+
+    return asyncio.run(timed())
 
 
 def report(rows: list[dict[str, Any]], clients: int, seconds: float) -> None:

@@ -37,9 +37,13 @@ class Settings(BaseSettings):
     # Connections each process keeps open, and how many more it may open at a peak (closed
     # once given back, so a steady load beyond the pool opens one per request). Together
     # they should exceed an API process's 40 request threads; an API of N processes may hold
-    # N × (pool + overflow), which must fit the server's max_connections (100 by default).
+    # N × (pool + overflow + read connections), which must fit the server's max_connections
+    # (100 by default).
     database_pool_size: int = Field(20, ge=1)
     database_max_overflow: int = Field(30, ge=0)
+    # Each API process's async connections for the reads clients poll (a job, the list):
+    # held only while a query runs, so a few serve hundreds of clients.
+    database_read_connections: int = Field(8, ge=1)
     redis_url: str = ""
     s3_endpoint_url: str = ""
     s3_access_key: str = ""

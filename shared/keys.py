@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,11 +30,14 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
     return key, secret
 
 
+def is_live(key: ApiKey | Any, wanted: str) -> bool:
+    """Whether ``key`` (its row or ORM object), found by the digest ``wanted``, is not revoked."""
+    # The lookup is by digest of a high-entropy secret; compare again in constant time anyway.
+    return key.revoked_at is None and hmac.compare_digest(key.digest, wanted)
+
+
 def authenticate(session: Session, secret: str) -> ApiKey | None:
     """The live key whose secret this is, or ``None``."""
     wanted = digest(secret)
     key = session.scalar(select(ApiKey).where(ApiKey.digest == wanted))
-    # The lookup is by digest of a high-entropy secret; compare again in constant time anyway.
-    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.digest, wanted):
-        return None
-    return key
+    return key if key is not None and is_live(key, wanted) else None

@@ -129,14 +129,12 @@ def _from_form(
     return service.public(session, job, base)
 
 
-# The two routes clients poll are coroutines that make one trip to a worker thread for all
-# their database work, the key's lookup included (the sync routes make one for the key,
-# one for the route and one more to check what it returns).
+# The two routes clients poll read on the event loop, the key's lookup included, with no
+# worker thread and no ORM session (api/reads.py).
 @router.get("", response_model=JobsPublic)
 async def list_jobs(
     request: Request,
     secret: SecretDep,
-    session: SessionDep,
     settings: SettingsDep,
     status: JobStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=256)] = None,
@@ -144,18 +142,16 @@ async def list_jobs(
 ) -> JobsPublic:
     """Your jobs, newest first; filter by status; follow `next_cursor` for more."""
     return await read_as_caller(
-        request, session, secret, settings, service.list_jobs, _base(request), status, cursor, limit
+        request, secret, settings, service.read_jobs, _base(request), status, cursor, limit
     )
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 async def get_job(
-    job_id: str, request: Request, secret: SecretDep, session: SessionDep, settings: SettingsDep
+    job_id: str, request: Request, secret: SecretDep, settings: SettingsDep
 ) -> JobPublic:
     """Status, stage, progress, ETA, timings, error, input and output metadata."""
-    return await read_as_caller(
-        request, session, secret, settings, service.public_job, job_id, _base(request)
-    )
+    return await read_as_caller(request, secret, settings, service.read_job, job_id, _base(request))
 
 
 _URL_BODY: dict[str, Any] = {

@@ -17,15 +17,20 @@ older than the progress another one shows.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, case, func, select
+from psycopg import AsyncConnection
+from sqlalchemy import Select, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from api.reads import compiled, fetch
 from shared.jobs import ACTIVE
 from shared.models import Chunk, ChunkStatus, Job, utcnow
 
@@ -82,11 +87,13 @@ def _median(value: Any) -> Any:
     return func.percentile_cont(0.5).within_group(value)
 
 
-def active_work(session: Session) -> list[Work]:
-    """Every active job's chunk work, in the order the queue serves it."""
+def _active_work() -> Select[Any]:
+    """Every active job's chunk work (a row each), in the order the queue serves it, as of
+    the parameter ``now``."""
     done = Chunk.status == ChunkStatus.DONE
     running = Chunk.status == ChunkStatus.RUNNING
-    rows = session.execute(
+    now = bindparam("now", type_=Chunk.started_at.type)
+    return (
         select(
             Job.id,
             Job.frames_total,
@@ -97,14 +104,28 @@ def active_work(session: Session) -> list[Work]:
             func.count(Chunk.id).filter(running),
             _median(case((done, _per_frame()))),
             func.sum(case((running, Chunk.frames_done))),
-            func.sum(case((running, _epoch(utcnow() - Chunk.started_at)))),
+            func.sum(case((running, _epoch(now - Chunk.started_at)))),
         )
         .outerjoin(Chunk, Chunk.job_id == Job.id)
-        .where(Job.status.in_(ACTIVE))
+        # Not IN: its list is bound as the statement runs, which SQL compiled once cannot be.
+        .where(or_(*(Job.status == status for status in ACTIVE)))
         .group_by(Job.id)
         # Chunk rows are written and sent together, so their ids give the queue's order.
         .order_by(func.min(Chunk.id).asc().nulls_last(), Job.created_at, Job.id)
-    ).all()
+    )
+
+
+# The queue's two statements, for a session and (compiled) for the event loop's reads.
+_ACTIVE_WORK = _active_work()
+_RECENT_RATE = select(_median(_per_frame())).where(
+    Chunk.status == ChunkStatus.DONE,
+    Chunk.finished_at > bindparam("since", type_=Chunk.finished_at.type),
+)
+_ACTIVE_WORK_SQL, _RECENT_RATE_SQL = compiled(_ACTIVE_WORK), compiled(_RECENT_RATE)
+
+
+def _works(rows: Sequence[Sequence[Any]]) -> list[Work]:
+    """``_ACTIVE_WORK``'s rows as ``Work``."""
     found = []
     for job_id, total, stage, status, n_done, made, n_running, d_rate, r_frames, r_secs in rows:
         planned = bool(total) and stage not in ("queued", "planning")
@@ -121,6 +142,11 @@ def active_work(session: Session) -> list[Work]:
     return found
 
 
+def active_work(session: Session) -> list[Work]:
+    """Every active job's chunk work, in the order the queue serves it."""
+    return _works(session.execute(_ACTIVE_WORK, {"now": utcnow()}).all())
+
+
 def _rate(frames: object, seconds: object) -> float | None:
     """Seconds per frame, when some frames were made."""
     if not frames or seconds is None or float(str(frames)) <= 0:
@@ -134,19 +160,29 @@ def _positive(rate: object) -> float | None:
 
 def recent_seconds_per_frame(session: Session) -> float | None:
     """Median seconds per frame of the chunks any job finished in the last hour."""
-    rate = session.scalar(
-        select(_median(_per_frame())).where(
-            Chunk.status == ChunkStatus.DONE, Chunk.finished_at > utcnow() - RECENT
-        )
-    )
-    return _positive(rate)
+    return _positive(session.scalar(_RECENT_RATE, {"since": utcnow() - RECENT}))
 
 
 def queue_standings(session: Session) -> tuple[dict[str, Standing], dict[str, Seen]]:
     """Queue position and ETA of every active job, read afresh (two queries), and what
     was read of each."""
-    work = active_work(session)
-    fallback = recent_seconds_per_frame(session)
+    return _placed(active_work(session), recent_seconds_per_frame(session))
+
+
+async def queue_standings_on_loop(
+    conn: AsyncConnection[Any],
+) -> tuple[dict[str, Standing], dict[str, Seen]]:
+    """``queue_standings`` read on the event loop (``api.reads``)."""
+    now = utcnow()
+    work = _works(await fetch(conn, _ACTIVE_WORK_SQL, now=now))
+    rate = await fetch(conn, _RECENT_RATE_SQL, since=now - RECENT)
+    return _placed(work, _positive(rate[0][0]))
+
+
+def _placed(
+    work: list[Work], fallback: float | None
+) -> tuple[dict[str, Standing], dict[str, Seen]]:
+    """Each job of ``work`` (in the queue's order) placed, and what was read of each."""
     sharing = max(1, sum(w.running for w in work))  # chunks running now, in parallel
     found: dict[str, Standing] = {}
     ahead: float | None = 0.0  # worker-seconds of chunk work queued before this job
@@ -190,7 +226,10 @@ class QueueView:
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
         self._snapshot: Snapshot | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the sessions' readers, in threads
+        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _usable(self, snapshot: Snapshot, wanted: dict[str, Seen]) -> bool:
         fresh = time.monotonic() - snapshot.taken < self.max_age_s
@@ -217,9 +256,38 @@ class QueueView:
         finally:
             self._lock.release()
 
+    async def snapshot_on_loop(
+        self, conn: AsyncConnection[Any], wanted: dict[str, Seen]
+    ) -> Snapshot:
+        """``snapshot`` for a coroutine, read on ``conn``: one coroutine of an event loop
+        reads at a time, and while it does, a caller the old snapshot can answer takes that."""
+        snapshot = self.kept(wanted)
+        if snapshot is not None:
+            return snapshot
+        lock = self._loop_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        old = self._snapshot
+        if lock.locked() and old is not None and old.knows(wanted):
+            return old
+        async with lock:
+            snapshot = self.kept(wanted)
+            if snapshot is None:
+                taken = time.monotonic()
+                places, seen = await queue_standings_on_loop(conn)
+                snapshot = self._snapshot = Snapshot(places, seen, taken)
+            return snapshot
+
+    def kept(self, wanted: dict[str, Seen]) -> Snapshot | None:
+        """The snapshot kept, if it answers ``wanted`` as it is (no database)."""
+        snapshot = self._snapshot
+        return snapshot if snapshot is not None and self._usable(snapshot, wanted) else None
+
     def standings(self, session: Session, wanted: dict[str, Seen]) -> dict[str, Standing]:
         """The standings of the ``wanted`` jobs, their ETAs counted from now."""
-        snapshot = self.snapshot(session, wanted)
+        return self.answer(self.snapshot(session, wanted), wanted)
+
+    @staticmethod
+    def answer(snapshot: Snapshot, wanted: dict[str, Seen]) -> dict[str, Standing]:
+        """What ``snapshot`` says of the ``wanted`` jobs, their ETAs counted from now."""
         age = time.monotonic() - snapshot.taken
         found = {}
         for job_id in wanted.keys() & snapshot.places.keys():
@@ -232,10 +300,25 @@ class QueueView:
 QUEUE = QueueView(SNAPSHOT_S)
 
 
-def standings(session: Session, jobs: list[tuple[Job | Row[Any], int]]) -> dict[str, Standing]:
+def _wanted(jobs: list[tuple[Job | Any, int]]) -> dict[str, Seen]:
+    """The active ones of ``jobs`` (given with their chunks done), as their reader saw them."""
+    return {
+        job.id: (str(job.status), job.stage, done) for job, done in jobs if job.status in ACTIVE
+    }
+
+
+def standings(session: Session, jobs: list[tuple[Job | Any, int]]) -> dict[str, Standing]:
     """Queue position and ETA of each of ``jobs``, given with their chunks done as the caller
     read them (a default `Standing` for finished ones)."""
-    wanted = {
-        job.id: (job.status.value, job.stage, done) for job, done in jobs if job.status in ACTIVE
-    }
+    wanted = _wanted(jobs)
     return QUEUE.standings(session, wanted) if wanted else {}
+
+
+async def standings_on_loop(
+    conn: AsyncConnection[Any], jobs: list[tuple[Job | Any, int]]
+) -> dict[str, Standing]:
+    """``standings`` for a coroutine, the queue read (when it must be) on ``conn``."""
+    wanted = _wanted(jobs)
+    if not wanted:
+        return {}
+    return QUEUE.answer(await QUEUE.snapshot_on_loop(conn, wanted), wanted)

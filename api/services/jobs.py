@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from pydantic import ValidationError
-from sqlalchemy import Row, Select, bindparam, func, select, true, tuple_, update
+from sqlalchemy import bindparam, func, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
-from api.services.eta import Standing, standings
+from api.reads import Compiled, compiled, fetch
+from api.services.eta import Standing, standings, standings_on_loop
 from api.upload_stream import CONTROL_CHARS
 from shared import queue
 from shared.config import get_settings
@@ -34,8 +36,8 @@ from shared.storage import Storage, analysis_prefix, job_prefix, report_key
 from shared.storage import input_key as input_key_of
 from shared.webhooks import check_url
 
-# A job as a poll reads it, with its (chunks done, frames done).
-ShownJob = tuple[Row[Any], tuple[int, int]]
+# A job as a poll reads it (a row of ``_READ``: api.reads), with its (chunks done, frames done).
+ShownJob = tuple[Any, tuple[int, int]]
 
 
 def is_id(value: object) -> bool:
@@ -165,15 +167,17 @@ def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
 
 
 def to_public(
-    job: Job | Row[Any], counts: tuple[int, int], standing: Standing, base_url: str
+    job: Job | Any, counts: tuple[int, int], standing: Standing, base_url: str
 ) -> JobPublic:
-    """A job with its progress (from its chunks' frame counters) and its place in the queue."""
+    """A job (its ORM object, or a row of ``_READ``, whose status is its text) with its
+    progress (from its chunks' frame counters) and its place in the queue."""
     chunks_done, frames_done = counts
     frames_total = job.frames_total
-    progress = progress_of(job.status, frames_done, frames_total)
+    status = JobStatus(job.status)
+    progress = progress_of(status, frames_done, frames_total)
     return JobPublic(
         id=job.id,
-        status=job.status.value,
+        status=status.value,
         stage=job.stage,
         progress=round(progress, 4),
         chunks_done=chunks_done,
@@ -184,7 +188,7 @@ def to_public(
         queue_position=standing.position,
         timings=job.timings or {},
         error=job.error,
-        retryable=job.retryable and job.status != JobStatus.SUCCEEDED,
+        retryable=job.retryable and status != JobStatus.SUCCEEDED,
         options=job.options,
         input={
             "filename": job.input_filename,
@@ -208,7 +212,7 @@ def public(session: Session, job: Job, base_url: str) -> JobPublic:
 
 
 # What a poll or the list reads of a job: the columns ``to_public`` shows, as plain rows
-# (no ORM objects: building those was most of a poll's CPU).
+# (no ORM objects: building those was most of a poll's CPU), read on the event loop.
 _SHOWN = [
     Job.__table__.c[name]
     for name in (
@@ -224,28 +228,45 @@ _COUNTS = (
     .lateral("counts")
 )
 _READ = select(*_SHOWN, _COUNTS.c.done, _COUNTS.c.frames).join(_COUNTS, true())
-# A poll's statement, built once (its cache key too): only the id changes.
-_POLL = _READ.where(Job.id == bindparam("job_id"))
 
 
-def _with_counts(session: Session, query: Select[Any], **params: object) -> list[ShownJob]:
-    """The jobs ``query`` (``_READ`` narrowed) finds, each with (chunks done, frames done)
-    summed in the same query: a poll or a page of the list is one round trip, not two."""
-    rows = session.execute(query, params)
-    return [(row, (int(row.done), int(row.frames))) for row in rows]
+def _page(status: bool, cursor: bool) -> Compiled:
+    """A page of one key's jobs, newest first: filtered by status or not, after a cursor or
+    not (keyset pagination)."""
+    query = _READ.where(Job.api_key_id == bindparam("key_id"))
+    if status:
+        query = query.where(Job.status == bindparam("status"))
+    if cursor:
+        after = tuple_(bindparam("created"), bindparam("after"))
+        query = query.where(tuple_(Job.created_at, Job.id) < after)
+    return compiled(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(bindparam("limit")))
 
 
-def public_job(session: Session, key: ApiKey, job_id: str, base_url: str) -> JobPublic:
-    """The caller's job ``job_id`` as clients see it (``NotFound`` as ``get_job``)."""
-    found = _with_counts(session, _POLL, job_id=job_id) if is_id(job_id) else []
-    if not found or found[0][0].api_key_id != key.id:
+_POLL = compiled(_READ.where(Job.id == bindparam("job_id")))
+_PAGES = {
+    (status, cursor): _page(status, cursor) for status in (False, True) for cursor in (False, True)
+}
+
+
+def _counted(row: Any) -> ShownJob:
+    """A row of ``_READ`` with its (chunks done, frames done)."""
+    return row, (int(row.done), int(row.frames))
+
+
+async def read_job(
+    conn: AsyncConnection[Any], key_id: str, job_id: str, base_url: str
+) -> JobPublic:
+    """The caller's job ``job_id`` as clients see it, with its chunks counted in the same
+    query (``NotFound`` as ``get_job``)."""
+    found = await fetch(conn, _POLL, job_id=job_id) if is_id(job_id) else []
+    if not found or found[0].api_key_id != key_id:
         raise NotFound(f"no job {job_id}")
-    job, counts = found[0]
-    place = standings(session, [(job, counts[0])]).get(job.id, Standing())
+    job, counts = _counted(found[0])
+    place = (await standings_on_loop(conn, [(job, counts[0])])).get(job.id, Standing())
     return to_public(job, counts, place, base_url)
 
 
-def _encode_cursor(job: Job | Row[Any]) -> str:
+def _encode_cursor(job: Job | Any) -> str:
     raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -260,33 +281,29 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidInput("cursor: not a cursor this API returned") from err
 
 
-def list_jobs(
-    session: Session,
-    key: ApiKey,
+async def read_jobs(
+    conn: AsyncConnection[Any],
+    key_id: str,
     base_url: str,
     status: JobStatus | None,
     cursor: str | None,
     limit: int,
 ) -> JobsPublic:
-    """The caller's jobs, newest first, ``limit`` per page (keyset pagination)."""
-    query = _READ.where(Job.api_key_id == key.id)
+    """The caller's jobs, newest first, ``limit`` per page: one query a page."""
+    params: dict[str, object] = {"key_id": key_id, "limit": limit + 1}
     if status is not None:
-        query = query.where(Job.status == status)
+        params["status"] = status.value
     if cursor:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
-    found = _with_counts(
-        session, query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    )
-    more = len(found) > limit
-    found = found[:limit]
-    places = standings(session, [(job, counts[0]) for job, counts in found])
+        params["created"], params["after"] = _decode_cursor(cursor)
+    rows = await fetch(conn, _PAGES[status is not None, bool(cursor)], **params)
+    found = [_counted(row) for row in rows[:limit]]
+    places = await standings_on_loop(conn, [(job, counts[0]) for job, counts in found])
     return JobsPublic(
         data=[
             to_public(job, counts, places.get(job.id, Standing()), base_url)
             for job, counts in found
         ],
-        next_cursor=_encode_cursor(found[-1][0]) if more and found else None,
+        next_cursor=_encode_cursor(found[-1][0]) if len(rows) > limit and found else None,
     )
 
 

@@ -1,10 +1,15 @@
-"""Polls and the list read plain rows of the columns they show (api/services/jobs.py), not
-ORM objects: what they answer must be what the job's ORM object gives, field for field."""
+"""Polls and the list read plain rows of the columns they show (api/services/jobs.py), on the
+event loop with the API's own async connections (api/reads.py), not ORM objects through a
+session: what they answer must be what the job's ORM object gives, field for field."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
+from api.reads import ReadPool
 from api.services import jobs as service
 from shared.config import Settings
 from shared.db import session_scope
@@ -57,19 +62,42 @@ def test_poll_and_list_rows_answer_as_the_orm_job_does(settings: Settings) -> No
                 Chunk(job_id=running.id, index=1, status=ChunkStatus.RUNNING, frames_done=37),
             ]
         )
-        session.flush()
+        session.commit()  # the reads see it on connections of their own
+
+        def poll(job_id: str) -> JobPublic:
+            return _on_loop(settings, service.read_job, key.id, job_id, BASE)
 
         for job in (finished, running):
-            _same(
-                service.public_job(session, key, job.id, BASE), service.public(session, job, BASE)
-            )
-        assert service.public_job(session, key, running.id, BASE).frames_done == 237
-        assert service.public_job(session, key, finished.id, BASE).has_preview
+            _same(poll(job.id), service.public(session, job, BASE))
+        assert poll(running.id).frames_done == 237
+        assert poll(finished.id).has_preview
+        assert poll(running.id).status == "running"
 
-        listed = service.list_jobs(session, key, BASE, None, None, 10)
+        listed = _on_loop(settings, service.read_jobs, key.id, BASE, None, None, 10)
         assert [j.id for j in listed.data] == [running.id, finished.id]
         for shown, job in zip(listed.data, (running, finished), strict=True):
             _same(shown, service.public(session, job, BASE))
+        # Filtered by status, and a page after a cursor.
+        only = _on_loop(settings, service.read_jobs, key.id, BASE, JobStatus.SUCCEEDED, None, 10)
+        assert [j.id for j in only.data] == [finished.id]
+        first = _on_loop(settings, service.read_jobs, key.id, BASE, None, None, 1)
+        assert [j.id for j in first.data] == [running.id] and first.next_cursor
+        rest = _on_loop(settings, service.read_jobs, key.id, BASE, None, first.next_cursor, 1)
+        assert [j.id for j in rest.data] == [finished.id] and rest.next_cursor is None
+
+
+def _on_loop(settings: Settings, work: Callable[..., Awaitable[Any]], *args: object) -> Any:
+    """``await work(conn, *args)`` on a connection of a read pool of its own."""
+
+    async def run() -> Any:
+        pool = ReadPool(settings.database_url, 1)
+        await pool.open()
+        try:
+            return await pool.run(lambda conn: work(conn, *args))
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
 
 
 def _same(read: JobPublic, expected: JobPublic) -> None:

@@ -138,6 +138,24 @@ def test_postgres_restart_while_a_job_runs(private: Private, tmp_path: Path) -> 
     assert job["status"] == "succeeded", job["error"]
 
 
+def test_polls_right_after_a_database_restart_are_answered(
+    private: Private, tmp_path: Path
+) -> None:
+    # The API's pooled read connections die with the database, unnoticed until used: the
+    # first polls once it is back must be answered, not refused for a dead connection.
+    job_id = _submit(private, tmp_path, seconds=1)
+    assert private.client.get(f"/v1/jobs/{job_id}").status_code == 200  # connections open
+    private.stack.postgres.stop()
+    private.stack.postgres.start()
+    for _ in range(3):
+        response = private.client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == job_id
+    assert private.client.get("/v1/jobs", params={"limit": 5}).status_code == 200
+    job = wait_job(private.client, job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+
+
 def test_store_unreachable_for_a_while(private: Private, tmp_path: Path) -> None:
     job_id = _submit(private, tmp_path)
     _wait_running(private, job_id)
